@@ -1,0 +1,28 @@
+"""fvis: feature visualization and attribution for PyTorch.
+
+    parameterization → image → transforms → model (hooked) → objective → optimizer step
+
+>>> import fvis
+>>> from fvis import objectives as obj
+>>> model = fvis.load_model("fvis:mnist")
+>>> fvis.layers(model)[:3]
+>>> result = fvis.render(model, obj.channel("conv3", 5) - 0.05 * obj.total_variation())
+"""
+
+from fvis import objectives, param, transforms
+from fvis.hooks import LayerError, capture, layers
+from fvis.models import load_model
+from fvis.render import RenderResult, render
+
+__all__ = [
+    "LayerError",
+    "RenderResult",
+    "capture",
+    "layers",
+    "load_model",
+    "objectives",
+    "param",
+    "render",
+    "transforms",
+]
+__version__ = "0.1.0"

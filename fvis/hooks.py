@@ -1,0 +1,367 @@
+"""The hook layer: the one place fvis touches ``nn.Module`` internals.
+
+Layers are addressed by the dotted names of ``model.named_modules()``, plus two
+special names: ``"input"`` (the tensor given to the model) and ``"output"`` (what
+the model returns, e.g. logits). A module that runs more than once per forward
+pass (torchvision's ``BasicBlock`` calls ``self.relu`` twice) is addressed per
+call, ``"layer1.0.relu:0"`` and ``"layer1.0.relu:1"``; its bare name is refused
+with an error that lists those, because "which call?" has no right default.
+
+Everything here installs hooks only on the modules it needs and removes them in
+``finally``, so no hook survives a call, also one that raised.
+
+>>> acts = capture(model, x, ["conv2", "fc1"])      # stops after fc1 runs
+>>> acts["conv2"].shape
+torch.Size([1, 32, 14, 14])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fvis.models.info import info as model_info
+
+__all__ = [
+    "INPUT",
+    "OUTPUT",
+    "LayerError",
+    "LayerInfo",
+    "Trace",
+    "capture",
+    "check_no_hooks",
+    "hooks_on",
+    "layers",
+    "module_for",
+    "parse",
+    "trace",
+]
+
+INPUT = "input"
+OUTPUT = "output"
+
+
+class LayerError(KeyError):
+    """A layer name that does not address exactly one activation of the model."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class _Stop(BaseException):
+    """Raised by a forward hook once every needed activation is captured.
+
+    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
+    """
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One addressable activation: its name, module type, shape (without batch)."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+    @property
+    def channels(self) -> int:
+        """Size of dimension 1 of the activation (channels, or features for a vector)."""
+        return self.shape[0] if self.shape else 1
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one forward pass of the model does, for one input shape.
+
+    ``calls[name]`` is the list of output shapes (without batch), one per call of
+    the module named ``name`` (``""`` is the model itself), in execution order.
+    """
+
+    calls: dict[str, list[tuple[int, ...] | None]]
+    types: dict[str, str]
+    input_shape: tuple[int, ...]
+
+    def addressable(self) -> list[LayerInfo]:
+        """Every name :func:`capture` accepts, in execution order."""
+        out = [LayerInfo(INPUT, "input", self.input_shape)]
+        for name, shapes in self.calls.items():
+            if name == "":
+                continue
+            names = [name] if len(shapes) == 1 else [f"{name}:{i}" for i in range(len(shapes))]
+            for n, s in zip(names, shapes):
+                if s is not None:
+                    out.append(LayerInfo(n, self.types[name], s))
+        root = self.calls.get("", [None])[0]
+        if root is not None:
+            out.append(LayerInfo(OUTPUT, self.types[""], root))
+        return out
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape (without batch) of the activation ``name`` (validated)."""
+        module, call = _validate(self, name)
+        if module is None:
+            return self.input_shape if name == INPUT else self.calls[""][0]
+        return self.calls[module][call or 0]
+
+
+_TRACES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
+
+
+def _first_tensor(x) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    return None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
+    """Run one forward pass (no grad) recording every module call and output shape.
+
+    ``example`` is an input tensor or an input shape without batch, e.g. ``(1, 28, 28)``.
+    Cached per model and input shape; the cache dies with the model.
+    """
+    if isinstance(example, torch.Tensor):
+        shape = tuple(example.shape[1:])
+    else:
+        shape = tuple(int(s) for s in example)
+    cache = _TRACES.setdefault(model, {})
+    if shape in cache:
+        return cache[shape]
+    if isinstance(example, torch.Tensor):
+        x = example[:1].detach()
+    else:
+        x = torch.zeros((1, *shape), device=model_device(model))
+    calls: dict[str, list] = {}
+    types: dict[str, str] = {}
+    handles = []
+    for name, module in model.named_modules():  # remove_duplicate: a shared module once
+        types[name] = type(module).__name__
+        calls.setdefault(name, [])
+
+        def hook(mod, inp, out, name=name):
+            t = _first_tensor(out)
+            calls[name].append(tuple(t.shape[1:]) if t is not None else None)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    calls = {n: s for n, s in calls.items() if s}
+    result = Trace(calls=calls, types=types, input_shape=shape)
+    cache[shape] = result
+    return result
+
+
+def parse(name: str) -> tuple[str, int | None]:
+    """Split ``"layer1.0.relu:1"`` into ``("layer1.0.relu", 1)``; no index gives ``None``."""
+    base, sep, idx = name.rpartition(":")
+    if sep and idx.isdigit():
+        return base, int(idx)
+    return name, None
+
+
+def _nearest(name: str, candidates: Iterable[str], n: int = 6) -> list[str]:
+    candidates = list(candidates)
+    near = difflib.get_close_matches(name, candidates, n=n, cutoff=0.4)
+    prefix = [c for c in candidates if c.startswith(name) and c not in near]
+    return (near + prefix)[:n]
+
+
+def _validate(tr: Trace, name: str) -> tuple[str | None, int | None]:
+    """Return (module name, call index) for ``name``; ``None`` module for input/output."""
+    base, call = parse(name)
+    if base not in tr.calls:
+        if name in (INPUT, OUTPUT):
+            return None, None
+        valid = [li.name for li in tr.addressable()]
+        near = _nearest(name, valid)
+        hint = f" Nearest names: {', '.join(near)}." if near else ""
+        raise LayerError(
+            f"Unknown layer {name!r}.{hint} `fvis.layers(model)` or `fvis layers --model ...` "
+            "lists every layer with its shape."
+        )
+    n_calls = len(tr.calls[base])
+    if call is None:
+        if n_calls > 1:
+            per_call = ", ".join(f"{base}:{i}" for i in range(n_calls))
+            raise LayerError(
+                f"Module {base!r} runs {n_calls} times in one forward pass, so its name alone "
+                f"is ambiguous. Address one call: {per_call}."
+            )
+        call = 0 if base else None
+    elif call >= n_calls:
+        raise LayerError(
+            f"Module {base!r} runs {n_calls} time(s) per forward pass; call index {call} is out "
+            f"of range 0..{n_calls - 1}."
+        )
+    if tr.calls[base][call or 0] is None:
+        raise LayerError(
+            f"Module {base!r} returns {tr.types[base]} output that is not a tensor; address one "
+            "of its submodules instead."
+        )
+    if base == "":
+        return None, None
+    return base, call
+
+
+def module_for(model: nn.Module, name: str) -> nn.Module:
+    """The module a layer name refers to (the model itself for ``"output"``)."""
+    base, _ = parse(name)
+    if name == OUTPUT or base == "":
+        return model
+    mods = dict(model.named_modules())
+    if base not in mods:
+        near = _nearest(base, mods)
+        raise LayerError(f"Unknown layer {name!r}. Nearest names: {', '.join(near)}.")
+    return mods[base]
+
+
+def layers(model: nn.Module, input_size: Sequence[int] | None = None) -> list[LayerInfo]:
+    """Every addressable layer with its output shape, for one input of ``input_size`` (C, H, W).
+
+    ``input_size`` defaults to the model's metadata (see :func:`fvis.models.info`).
+    """
+    if input_size is None:
+        input_size = model_info(model).input_size
+    return trace(model, input_size).addressable()
+
+
+class Activations(dict):
+    """``{layer name: activation}`` captured by :func:`capture`.
+
+    ``.output``: the model output if the forward pass finished (else ``None``);
+    ``.grads``: gradients (with ``retain_grads``); ``.info``: the model's ``ModelInfo``.
+    """
+
+    output: torch.Tensor | None = None
+
+
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    names: Iterable[str],
+    *,
+    stop: bool = True,
+    retain_grads: bool = False,
+) -> Activations:
+    """Forward ``x`` through ``model`` and return the activations named in ``names``.
+
+    With ``stop=True`` the forward pass is cut as soon as the last needed activation
+    exists, so an early layer does not pay for the rest of the network. Captured
+    tensors stay in the autograd graph (differentiate with ``torch.autograd.grad``);
+    a captured tensor that the network goes on using is cloned first, so later
+    in-place ops (``ReLU(inplace=True)``) cannot change it. With ``retain_grads``,
+    ``acts.grads[name]`` holds each activation's gradient after a backward pass.
+    """
+    names = list(dict.fromkeys(names))
+    tr = trace(model, x)
+    wanted: dict[str, dict[int, str]] = {}  # module -> {call: layer name}
+    special = set()  # "input" / "output", when no module has that name
+    for name in names:
+        module, call = _validate(tr, name)
+        if module is None:
+            special.add(name)
+        else:
+            wanted.setdefault(module, {})[call] = name
+    acts = Activations()
+    acts.grads = {}
+    acts.info = model_info(model)
+    if INPUT in special:
+        acts[INPUT] = x
+    need_output = OUTPUT in special
+    remaining = sum(len(c) for c in wanted.values())
+    can_stop = stop and not need_output
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        acts[name] = t
+        if retain_grads and t.requires_grad:
+            t.register_hook(lambda g, name=name: acts.grads.__setitem__(name, g))
+
+    if retain_grads and INPUT in acts and x.requires_grad:
+        x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
+
+    mods = dict(model.named_modules())
+    counters = dict.fromkeys(wanted, 0)
+
+    def make_hook(module_name: str):
+        def hook(mod, inp, out):
+            nonlocal remaining
+            call = counters[module_name]
+            counters[module_name] += 1
+            layer = wanted[module_name].get(call)
+            if layer is None:
+                return None
+            remaining -= 1
+            if can_stop and remaining == 0:
+                keep(layer, out)
+                raise _Stop
+            keep(layer, out)
+            return out.clone()  # downstream in-place ops must not touch what we keep
+
+        return hook
+
+    with hooks_on((mods[m], make_hook(m)) for m in wanted):
+        try:
+            out = model(x)
+        except _Stop:
+            out = None
+    if out is not None:
+        acts.output = out
+        if need_output:
+            keep(OUTPUT, out)
+    missing = [n for n in names if n not in acts]
+    if missing:
+        raise LayerError(f"Layers {missing} did not run in this forward pass.")
+    return acts
+
+
+@contextlib.contextmanager
+def hooks_on(
+    pairs: Iterable[tuple[nn.Module, Callable]], *, kind: str = "forward"
+) -> Iterator[None]:
+    """Register ``(module, hook)`` pairs of one kind (``forward`` or ``forward_pre``)
+    for the duration of the block; always removed, also on error."""
+    handles = []
+    try:
+        for module, fn in pairs:
+            if kind == "forward":
+                handles.append(module.register_forward_hook(fn))
+            elif kind == "forward_pre":
+                handles.append(module.register_forward_pre_hook(fn))
+            else:
+                raise ValueError(f"kind must be 'forward' or 'forward_pre', not {kind!r}")
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def check_no_hooks(model: nn.Module) -> list[str]:
+    """Names of modules that still carry hooks (empty when the model is clean)."""
+    dirty = []
+    for name, m in model.named_modules():
+        if (
+            m._forward_hooks
+            or m._forward_pre_hooks
+            or m._backward_hooks
+            or getattr(m, "_backward_pre_hooks", None)
+        ):
+            dirty.append(name or "<model>")
+    return dirty

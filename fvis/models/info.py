@@ -1,0 +1,98 @@
+"""Model metadata: what fvis needs to know to feed a model images.
+
+Every model that :func:`fvis.load_model` returns carries a :class:`ModelInfo` as
+``model.fvis_info``. Images in fvis are float NCHW in [0, 1]; the model sees
+``(image - mean) / std`` per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Input size ``(C, H, W)``, per-channel normalization and class labels of a model."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    name: str = ""
+    fixed_size: bool = False  # True if the model only takes input_size (e.g. a flatten → linear head)
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = x.shape[1]
+        mean = torch.tensor(self.mean or (0.0,) * c, dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.std or (1.0,) * c, dtype=x.dtype, device=x.device)
+        return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] → model input, ``(x - mean) / std``. Shapes (N, C, H, W)."""
+        if self.mean is None and self.std is None:
+            return images
+        mean, std = self._stats(images)
+        return (images - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input → images in [0, 1] (the inverse of :meth:`normalize`)."""
+        if self.mean is None and self.std is None:
+            return x
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def valid_range(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel (low, high) of the model input that images in [0, 1] map to,
+        shaped (1, C, 1, 1) like ``like``."""
+        lo = self.normalize(torch.zeros_like(like[:1, :, :1, :1]))
+        hi = self.normalize(torch.ones_like(like[:1, :, :1, :1]))
+        return lo, hi
+
+    def label_index(self, label: str | int) -> int:
+        """Class index of ``label`` (an index, or a name from ``labels``)."""
+        if isinstance(label, int):
+            return label
+        if self.labels is None:
+            raise ValueError(
+                f"Class {label!r} given by name, but this model has no labels; use an index."
+            )
+        if label in self.labels:
+            return self.labels.index(label)
+        import difflib
+
+        near = difflib.get_close_matches(label, self.labels, n=5, cutoff=0.5)
+        hint = f" Nearest labels: {', '.join(near)}." if near else ""
+        raise ValueError(f"Unknown class label {label!r}.{hint}")
+
+    def with_(self, **changes) -> ModelInfo:
+        return replace(self, **changes)
+
+
+def attach(model: nn.Module, info: ModelInfo) -> nn.Module:
+    """Store ``info`` on ``model`` (as ``model.fvis_info``) and return the model."""
+    model.fvis_info = info
+    return model
+
+
+def info(model: nn.Module) -> ModelInfo:
+    """The model's :class:`ModelInfo`; for a model fvis did not load, a guess:
+    the first conv/linear layer's input channels, 224 px, no normalization."""
+    found = getattr(model, "fvis_info", None)
+    if isinstance(found, ModelInfo):
+        return found
+    channels = 3
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            channels = m.in_channels
+            break
+    return ModelInfo(input_size=(channels, 224, 224), name=type(model).__name__)

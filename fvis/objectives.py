@@ -1,0 +1,439 @@
+"""Objectives: what a visualization maximizes and what an attribution explains.
+
+An :class:`Objective` maps captured activations to **one value per batch item**,
+shape ``(B,)``. Objectives are **maximized**; ``-objective`` minimizes. Penalties
+(:func:`l1`, :func:`total_variation`, :func:`frequency`, ...) return positive
+amounts, so a regularized objective reads ``channel("conv3", 5) - 0.1 * total_variation()``.
+
+Objectives compose with ``+``, ``-``, scalar ``*`` and ``/`` and unary ``-``; the
+operands are never modified and per-item values are kept (nothing is averaged over
+the batch). ``batch=i`` (or :meth:`Objective.on`) makes an objective count for item
+``i`` only, so one batch renders many units: see :func:`one_per_item`.
+
+Layer names are those of :mod:`fvis.hooks` (``"conv3"``, ``"layer1.0.relu:1"``,
+``"output"``) plus ``"image"``: the parameterization's image in [0, 1] before
+transforms, which :func:`fvis.render` provides.
+
+Activations of a layer may be ``(B, C, H, W)`` or ``(B, C)`` (fully connected);
+"channel" means dimension 1 in both.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fvis.hooks import OUTPUT
+
+__all__ = [
+    "IMAGE",
+    "Objective",
+    "as_objective",
+    "blur",
+    "channel",
+    "channel_interpolate",
+    "class_logit",
+    "direction",
+    "direction_neuron",
+    "diversity",
+    "frequency",
+    "l1",
+    "l2",
+    "layer",
+    "neuron",
+    "one_per_item",
+    "reference_l2",
+    "total_variation",
+]
+
+IMAGE = "image"
+
+Acts = Mapping[str, torch.Tensor]
+
+
+class Objective:
+    """A function of activations to one value per batch item, ``(B,)``, to be maximized.
+
+    ``layers`` names the activations it reads (so only those are captured); ``name``
+    is the readable name shown in outputs. ``-objective`` minimizes.
+    """
+
+    __slots__ = ("fn", "layers", "name")
+
+    def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Sequence[str], name: str):
+        self.fn = fn
+        self.layers = tuple(dict.fromkeys(layers))
+        self.name = name
+
+    def __call__(self, acts: Acts) -> torch.Tensor:
+        value = self.fn(acts)
+        if value.dim() != 1:
+            raise ValueError(f"objective {self.name} returned shape {tuple(value.shape)}, not (B,)")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+    # ---- arithmetic: every operator builds a new objective ----
+    def __add__(self, other):
+        if isinstance(other, numbers.Real):
+            return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other:g}")
+        other = _check(other, "+")
+        return Objective(
+            lambda a: self(a) + other(a), self.layers + other.layers, f"{self.name} + {other.name}"
+        )
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return Objective(lambda a: -self(a), self.layers, f"-{_paren(self.name)}")
+
+    def __sub__(self, other):
+        if isinstance(other, numbers.Real):
+            return self + (-other)
+        other = _check(other, "-")
+        return Objective(
+            lambda a: self(a) - other(a),
+            self.layers + other.layers,
+            f"{self.name} - {_paren(other.name)}",
+        )
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __mul__(self, k):
+        if not isinstance(k, numbers.Real):
+            raise TypeError(
+                f"objectives multiply by numbers only, not {type(k).__name__}; "
+                "combine objectives with + and -"
+            )
+        return Objective(lambda a: self(a) * k, self.layers, f"{k:g}·{_paren(self.name)}")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k):
+        if not isinstance(k, numbers.Real):
+            raise TypeError(f"objectives divide by numbers only, not {type(k).__name__}")
+        return self * (1.0 / k)
+
+    def on(self, i: int) -> Objective:
+        """This objective for batch item ``i`` only (0 for the other items)."""
+
+        def fn(a):
+            v = self(a)
+            if not -v.shape[0] <= i < v.shape[0]:
+                raise IndexError(f"batch={i} but the batch has {v.shape[0]} item(s)")
+            mask = torch.zeros_like(v)
+            mask[i] = 1
+            return v * mask
+
+        return Objective(fn, self.layers, f"{self.name}@{i}")
+
+
+def _check(other, op: str) -> Objective:
+    if not isinstance(other, Objective):
+        raise TypeError(f"cannot combine an Objective {op} {type(other).__name__}")
+    return other
+
+
+def _paren(name: str) -> str:
+    return f"({name})" if (" + " in name or " - " in name) else name
+
+
+def _make(fn, layers, name, batch: int | None) -> Objective:
+    obj = Objective(fn, layers, name)
+    return obj if batch is None else obj.on(batch)
+
+
+def _act(acts: Acts, layer: str) -> torch.Tensor:
+    return acts[layer]
+
+
+def _channel_of(t: torch.Tensor, layer: str, n: int) -> torch.Tensor:
+    """Channel ``n`` of activation ``t``: (B, H, W) or (B,)."""
+    c = t.shape[1] if t.dim() > 1 else 1
+    if not -c <= n < c:
+        raise IndexError(
+            f"channel {n} is out of range for layer {layer!r} with {c} channels (valid: 0..{c - 1})"
+        )
+    return t[:, n]
+
+
+def channel(layer: str, n: int, *, batch: int | None = None) -> Objective:
+    """Mean activation of channel ``n`` over all positions: ``mean_{y,x} A[b, n, y, x]``."""
+
+    def fn(a):
+        t = _channel_of(_act(a, layer), layer, n)
+        return t.flatten(1).mean(1) if t.dim() > 1 else t
+
+    return _make(fn, [layer], f"channel({layer}:{n})", batch)
+
+
+def neuron(
+    layer: str, n: int, x: int | None = None, y: int | None = None, *, batch: int | None = None
+) -> Objective:
+    """Activation of channel ``n`` at one position ``A[b, n, y, x]`` (centre by default:
+    ``y = H // 2``, ``x = W // 2``). For a fully connected layer, ``A[b, n]``."""
+
+    def fn(a):
+        t = _channel_of(_act(a, layer), layer, n)
+        if t.dim() == 1:
+            return t
+        h, w = t.shape[-2:]
+        yy = h // 2 if y is None else y
+        xx = w // 2 if x is None else x
+        if not (0 <= yy < h and 0 <= xx < w):
+            raise IndexError(
+                f"position (x={xx}, y={yy}) is outside layer {layer!r} of size {h}×{w}"
+            )
+        return t[:, yy, xx]
+
+    where = "" if x is None and y is None else f" @({x},{y})"
+    return _make(fn, [layer], f"neuron({layer}:{n}{where})", batch)
+
+
+def layer(name: str, *, batch: int | None = None) -> Objective:
+    """DeepDream: mean of squared activations of the whole layer, ``mean A[b]²``."""
+    return _make(lambda a: _act(a, name).pow(2).flatten(1).mean(1), [name], f"layer({name})", batch)
+
+
+def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
+    """The model output (pre-softmax logit) of class ``label``: an index, or a name
+    from the model's labels (``model.fvis_info.labels``)."""
+
+    def fn(a):
+        out = _act(a, OUTPUT)
+        k = label
+        if not isinstance(k, int):
+            info = getattr(a, "info", None)
+            if info is None:
+                raise ValueError(
+                    f"class {label!r} given by name, but the model's labels are "
+                    "unknown; pass an index"
+                )
+            k = info.label_index(label)
+        return _channel_of(out, OUTPUT, k)
+
+    return _make(fn, [OUTPUT], f"class({label})", batch)
+
+
+def _dir_tensor(vec, like: torch.Tensor) -> torch.Tensor:
+    v = torch.as_tensor(vec, dtype=like.dtype, device=like.device).flatten()
+    if v.numel() != like.shape[1]:
+        raise ValueError(
+            f"direction has {v.numel()} entries but the layer has {like.shape[1]} channels"
+        )
+    return v
+
+
+def _direction_map(t: torch.Tensor, vec, cossim_pow: float) -> torch.Tensor:
+    """Per position ``<A, v>`` (× cos(A, v)^p when p > 0): (B, H, W) or (B,)."""
+    v = _dir_tensor(vec, t)
+    shape = (1, -1) + (1,) * (t.dim() - 2)
+    dot = (t * v.view(shape)).sum(1)
+    if cossim_pow:
+        cos = dot / (t.norm(dim=1) * v.norm() + 1e-8)
+        dot = dot * cos.clamp(min=1e-1) ** cossim_pow
+    return dot
+
+
+def direction(layer: str, vec, *, cossim_pow: float = 0.0, batch: int | None = None) -> Objective:
+    """Mean over positions of ``<A[b, :, y, x], v>`` for a direction ``v`` in channel space;
+    with ``cossim_pow = p > 0`` each term is weighted by ``max(cos, 0.1)^p`` (Olah et al.
+    2018), which favours activations pointing along ``v`` over large ones."""
+
+    def fn(a):
+        d = _direction_map(_act(a, layer), vec, cossim_pow)
+        return d.flatten(1).mean(1) if d.dim() > 1 else d
+
+    name = f"direction({layer}{', cos^%g' % cossim_pow if cossim_pow else ''})"
+    return _make(fn, [layer], name, batch)
+
+
+def direction_neuron(
+    layer: str,
+    vec,
+    x: int | None = None,
+    y: int | None = None,
+    *,
+    cossim_pow: float = 0.0,
+    batch: int | None = None,
+) -> Objective:
+    """``<A[b, :, y, x], v>`` at one position (centre by default)."""
+
+    def fn(a):
+        d = _direction_map(_act(a, layer), vec, cossim_pow)
+        if d.dim() == 1:
+            return d
+        h, w = d.shape[-2:]
+        return d[:, h // 2 if y is None else y, w // 2 if x is None else x]
+
+    return _make(fn, [layer], f"direction_neuron({layer})", batch)
+
+
+def channel_interpolate(layer1: str, n1: int, layer2: str, n2: int) -> Objective:
+    """Across the batch, item ``b`` of ``B`` maximizes ``(1 - w_b)·channel1 + w_b·channel2``
+    with ``w_b = b / (B - 1)``: a morph from one unit to the other."""
+    c1, c2 = channel(layer1, n1), channel(layer2, n2)
+
+    def fn(a):
+        v1, v2 = c1(a), c2(a)
+        n = v1.shape[0]
+        w = torch.linspace(0, 1, n, device=v1.device, dtype=v1.dtype) if n > 1 else v1 * 0
+        return (1 - w) * v1 + w * v2
+
+    return Objective(fn, [layer1, layer2], f"interpolate({layer1}:{n1} → {layer2}:{n2})")
+
+
+def diversity(layer: str) -> Objective:
+    """Dissimilarity of each item from the rest of the batch (Olah et al. 2017):
+    ``-mean_{j≠b} cos(G_b, G_j)`` with ``G`` the flattened channel Gram matrix of the
+    layer. Add it with a weight to a batch of the same unit to get varied images."""
+
+    def fn(a):
+        t = _act(a, layer)
+        b = t.shape[0]
+        if b < 2:
+            return t.new_zeros(b)
+        f = t.flatten(2) if t.dim() > 2 else t.unsqueeze(2)
+        gram = torch.bmm(f, f.transpose(1, 2)).flatten(1)
+        gram = F.normalize(gram, dim=1)
+        sim = gram @ gram.T
+        off = sim.sum(1) - sim.diagonal()
+        return -off / (b - 1)
+
+    return Objective(fn, [layer], f"diversity({layer})")
+
+
+# ---- penalties: positive amounts, subtract them ----
+
+
+def l1(layer: str = IMAGE, constant: float = 0.0, *, batch: int | None = None) -> Objective:
+    """``mean |A[b] - c|`` (a penalty: subtract it)."""
+    return _make(
+        lambda a: (_act(a, layer) - constant).abs().flatten(1).mean(1),
+        [layer],
+        f"l1({layer})",
+        batch,
+    )
+
+
+def l2(layer: str = IMAGE, constant: float = 0.0, *, batch: int | None = None) -> Objective:
+    """``mean (A[b] - c)²`` (a penalty: subtract it)."""
+    return _make(
+        lambda a: (_act(a, layer) - constant).pow(2).flatten(1).mean(1),
+        [layer],
+        f"l2({layer})",
+        batch,
+    )
+
+
+def total_variation(layer: str = IMAGE, *, batch: int | None = None) -> Objective:
+    """Anisotropic total variation ``mean|x[.., y+1, x] - x[.., y, x]| + mean|x[.., x+1] -
+    x[.., x]|`` (a penalty: subtract it)."""
+
+    def fn(a):
+        t = _act(a, layer)
+        dy = (t[..., 1:, :] - t[..., :-1, :]).abs().flatten(1).mean(1)
+        dx = (t[..., :, 1:] - t[..., :, :-1]).abs().flatten(1).mean(1)
+        return dx + dy
+
+    return _make(fn, [layer], f"tv({layer})", batch)
+
+
+def _gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    k = torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device)
+    k = torch.exp(-0.5 * (k / sigma) ** 2)
+    k = k / k.sum()
+    c = t.shape[1]
+    t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
+    t = F.conv2d(t, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(t, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def blur(layer: str = IMAGE, sigma: float = 1.0, *, batch: int | None = None) -> Objective:
+    """``0.5 · mean (x - stopgrad(blur_σ(x)))²`` (a penalty: subtract it). Its gradient
+    ``x - blur(x)`` pulls each step towards a blurred copy, as Lucid's
+    ``blur_input_each_step``."""
+
+    def fn(a):
+        t = _act(a, layer)
+        return 0.5 * (t - _gaussian_blur(t, sigma).detach()).pow(2).flatten(1).mean(1)
+
+    return _make(fn, [layer], f"blur({layer}, σ={sigma:g})", batch)
+
+
+def frequency(layer: str = IMAGE, power: float = 2.0, *, batch: int | None = None) -> Objective:
+    """High-frequency energy of the image (a penalty: subtract it):
+    ``Σ_f (|f| / f_max)^p · |X̂(f)|² / (C·H·W)``, with ``X̂`` the orthonormal 2-D DFT of
+    each channel minus its mean, ``|f|`` the radial frequency in cycles per pixel and
+    ``f_max = √0.5``. Zero for a constant image; largest for a checkerboard.
+    """
+
+    def fn(a):
+        t = _act(a, layer)
+        h, w = t.shape[-2:]
+        spec = torch.fft.rfft2(t - t.mean(dim=(-2, -1), keepdim=True), norm="ortho")
+        fy = torch.fft.fftfreq(h, device=t.device, dtype=t.dtype)[:, None]
+        fx = torch.fft.rfftfreq(w, device=t.device, dtype=t.dtype)[None, :]
+        weight = (torch.sqrt(fy**2 + fx**2) / math.sqrt(0.5)) ** power
+        energy = spec.abs().pow(2) * weight
+        return energy.flatten(1).sum(1) / (t[0].numel())
+
+    return _make(fn, [layer], f"frequency({layer})", batch)
+
+
+def reference_l2(
+    reference: torch.Tensor, layer: str = IMAGE, *, batch: int | None = None
+) -> Objective:
+    """``mean (x[b] - r)²`` for a reference image ``r`` ((C, H, W) or (B, C, H, W)), a
+    penalty: subtract it to pull the image towards ``r`` (seed 001's class-mean prior)."""
+    ref = torch.as_tensor(reference)
+
+    def fn(a):
+        t = _act(a, layer)
+        r = ref.to(device=t.device, dtype=t.dtype)
+        return (t - r).pow(2).flatten(1).mean(1)
+
+    return _make(fn, [layer], f"l2_to_reference({layer})", batch)
+
+
+def one_per_item(objectives: Sequence[Objective]) -> Objective:
+    """One batch for many units: item ``i`` maximizes ``objectives[i]``. Render it with a
+    parameterization of batch ``len(objectives)``."""
+    objectives = list(objectives)
+    if not objectives:
+        raise ValueError("one_per_item needs at least one objective")
+    total = objectives[0].on(0)
+    for i, o in enumerate(objectives[1:], start=1):
+        total = total + o.on(i)
+    total.name = " | ".join(o.name for o in objectives)
+    return total
+
+
+def as_objective(target) -> Objective:
+    """An objective from an attribution-style target: an ``Objective`` (as is), an int
+    (that class's logit), or a tensor of per-item class indices ``(B,)``."""
+    if isinstance(target, Objective):
+        return target
+    if isinstance(target, numbers.Integral):
+        return class_logit(int(target))
+    if isinstance(target, torch.Tensor | Sequence):
+        idx = torch.as_tensor(target, dtype=torch.long).flatten()
+
+        def fn(a):
+            out = _act(a, OUTPUT)
+            if idx.numel() != out.shape[0]:
+                raise ValueError(f"target has {idx.numel()} entries for a batch of {out.shape[0]}")
+            return out.gather(1, idx.to(out.device).view(-1, 1)).squeeze(1)
+
+        return Objective(fn, [OUTPUT], f"class({idx.tolist()})")
+    raise TypeError(
+        f"target must be an int, a tensor of class indices or an Objective, "
+        f"not {type(target).__name__}"
+    )

@@ -1,0 +1,173 @@
+"""The optimization loop: parameterization → image → transforms → model → objective → step.
+
+>>> model = fvis.load_model("fvis:mnist")
+>>> result = fvis.render(model, objectives.class_logit(3), steps=256)
+>>> result.pil()[0].save("three.png")
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fvis import hooks
+from fvis import transforms as T
+from fvis.image import grid, to_pil
+from fvis.models.info import info as model_info
+from fvis.objectives import IMAGE, Objective
+from fvis.param import image as image_param
+from fvis.progress import Progress
+from fvis.redirect import redirected_relu
+
+__all__ = ["RenderResult", "render", "frozen"]
+
+
+@dataclass
+class RenderResult:
+    """What :func:`render` returns.
+
+    ``images``: (B, C, H, W) in [0, 1] after the last step (CPU). ``snapshots``:
+    ``{step: images}`` at the requested thresholds. ``history``: (steps, B) objective
+    value per step and batch item (before each step's update).
+    """
+
+    images: torch.Tensor
+    history: torch.Tensor
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    objective: str = ""
+
+    def pil(self) -> list:
+        """The images as PIL images (one per batch item)."""
+        return to_pil(self.images)
+
+    def grid(self, ncol: int | None = None, scale: int = 1):
+        """All images in one PIL image, ``ncol`` per row, enlarged ``scale`` times."""
+        return grid(self.images, ncol=ncol, scale=scale)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no parameter gradients for the duration; both restored afterwards.
+
+    Eval mode keeps BatchNorm statistics (weights) unchanged; not asking for weight
+    gradients halves the backward pass.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, t in modes:
+            m.training = t
+        for p, r in flags:
+            p.requires_grad_(r)
+
+
+def _optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
+    if optimizer is None:
+        return torch.optim.Adam(params, lr=lr)
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        return optimizer(params, lr=lr)
+    if callable(optimizer):
+        return optimizer(params)
+    raise TypeError(
+        "optimizer must be None, a torch.optim.Optimizer class or a callable params -> optimizer"
+    )
+
+
+def render(
+    model: nn.Module,
+    objective: Objective,
+    param: nn.Module | None = None,
+    *,
+    transforms="standard",
+    steps: int = 512,
+    lr: float = 0.05,
+    optimizer=None,
+    seed: int = 0,
+    batch: int = 1,
+    thresholds: Sequence[int] = (),
+    size="auto",
+    redirected_relu_steps: int = 0,
+    device=None,
+    progress: bool = True,
+) -> RenderResult:
+    """Optimize ``param`` so that ``objective`` (per batch item) is maximized.
+
+    ``param``: a parameterization (``forward() -> (B, C, H, W)`` in [0, 1]); default
+    :func:`fvis.param.image` at the model's input size, ``batch`` items, Fourier +
+    decorrelated colour for RGB. ``transforms``: ``"standard"`` (Lucid's), ``None``, a
+    callable or a list (:mod:`fvis.transforms`). ``size``: ``"auto"`` centre-crops or
+    pads the transformed image to the model's input size when the model only takes that
+    size (``fvis_info.fixed_size``), ``None`` never does, ``(H, W)`` always does.
+    The model's normalization (``fvis_info``) is applied after the transforms.
+    ``optimizer``: Adam(lr) by default, or a ``torch.optim.Optimizer`` class, or a
+    callable ``params -> optimizer``. ``redirected_relu_steps``: use Lucid's
+    redirected-ReLU gradient for this many first steps. ``device``: defaults to the
+    model's (the model is moved if another is given). Same seed, same device → same
+    images, bit for bit.
+    """
+    info = model_info(model)
+    if device is not None:
+        device = torch.device(device)
+        if hooks.model_device(model) != device:
+            model.to(device)
+    else:
+        device = hooks.model_device(model)
+    if param is None:
+        c, h, w = info.input_size
+        param = image_param(w, h, channels=c, batch=batch, seed=seed)
+    param = param.to(device)
+    transform = T.resolve(transforms)
+    fit_size = (
+        tuple(info.input_size[1:])
+        if (size == "auto" and info.fixed_size)
+        else (None if size in ("auto", None) else tuple(size))
+    )
+    layers = [n for n in objective.layers if n != IMAGE]
+    gen = torch.Generator().manual_seed(seed)  # CPU: transform draws need no device sync
+    params = [p for p in param.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the parameterization has no trainable parameters")
+    opt = _optimizer(optimizer, params, lr)
+    thresholds = set(int(t) for t in thresholds)
+    history, snapshots = [], {}
+
+    with frozen(model), Progress(steps, f"render {objective.name}"[:60], progress) as bar:
+        for step in range(1, steps + 1):
+            opt.zero_grad(set_to_none=True)
+            images = param()
+            x = transform(images, gen)
+            if fit_size is not None:
+                x = T.fit(x, fit_size)
+            x = info.normalize(x)
+            redirect = (
+                redirected_relu() if step <= redirected_relu_steps else contextlib.nullcontext()
+            )
+            with redirect:
+                acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
+                acts[IMAGE] = images
+                values = objective(acts)
+                (-values.sum()).backward()
+            opt.step()
+            history.append(values.detach())
+            if step in thresholds:
+                with torch.no_grad():
+                    snapshots[step] = param().detach().cpu()
+            if bar.enabled:
+                bar.update(step, f"objective {values.detach().mean().item():.4g}")
+    with torch.no_grad():
+        final = param().detach().cpu()
+    return RenderResult(
+        images=final,
+        history=torch.stack(history).cpu(),
+        snapshots=snapshots,
+        objective=objective.name,
+    )
