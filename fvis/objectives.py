@@ -250,7 +250,8 @@ def direction(layer: str, vec, *, cossim_pow: float = 0.0, batch: int | None = N
         d = _direction_map(_act(a, layer), vec, cossim_pow)
         return d.flatten(1).mean(1) if d.dim() > 1 else d
 
-    name = f"direction({layer}{', cos^%g' % cossim_pow if cossim_pow else ''})"
+    cos = f", cos^{cossim_pow:g}" if cossim_pow else ""
+    name = f"direction({layer}{cos})"
     return _make(fn, [layer], name, batch)
 
 

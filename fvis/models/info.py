@@ -25,7 +25,7 @@ class ModelInfo:
     std: tuple[float, ...] | None = None
     labels: tuple[str, ...] | None = None
     name: str = ""
-    fixed_size: bool = False  # True if the model only takes input_size (e.g. a flatten → linear head)
+    fixed_size: bool = False  # the model takes only input_size (e.g. flatten → linear head)
 
     @property
     def channels(self) -> int:
