@@ -163,12 +163,16 @@ def _channel_of(t: torch.Tensor, layer: str, n: int) -> torch.Tensor:
     return t[:, n]
 
 
+def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
+    """(B, ...) → (B,): the mean over positions, if any."""
+    return t.flatten(1).mean(1) if t.dim() > 1 else t
+
+
 def channel(layer: str, n: int, *, batch: int | None = None) -> Objective:
     """Mean activation of channel ``n`` over all positions: ``mean_{y,x} A[b, n, y, x]``."""
 
     def fn(a):
-        t = _channel_of(_act(a, layer), layer, n)
-        return t.flatten(1).mean(1) if t.dim() > 1 else t
+        return _spatial_mean(_channel_of(_act(a, layer), layer, n))
 
     return _make(fn, [layer], f"channel({layer}:{n})", batch)
 
@@ -203,7 +207,8 @@ def layer(name: str, *, batch: int | None = None) -> Objective:
 
 def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
     """The model output (pre-softmax logit) of class ``label``: an index, or a name
-    from the model's labels (``model.fvis_info.labels``)."""
+    from the model's labels (``model.fvis_info.labels``). A spatial output (B, K, H, W)
+    is averaged over positions."""
 
     def fn(a):
         out = _act(a, OUTPUT)
@@ -216,7 +221,7 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
                     "unknown; pass an index"
                 )
             k = info.label_index(label)
-        return _channel_of(out, OUTPUT, k)
+        return _spatial_mean(_channel_of(out, OUTPUT, k))
 
     return _make(fn, [OUTPUT], f"class({label})", batch)
 
@@ -247,8 +252,7 @@ def direction(layer: str, vec, *, cossim_pow: float = 0.0, batch: int | None = N
     2018), which favours activations pointing along ``v`` over large ones."""
 
     def fn(a):
-        d = _direction_map(_act(a, layer), vec, cossim_pow)
-        return d.flatten(1).mean(1) if d.dim() > 1 else d
+        return _spatial_mean(_direction_map(_act(a, layer), vec, cossim_pow))
 
     cos = f", cos^{cossim_pow:g}" if cossim_pow else ""
     name = f"direction({layer}{cos})"
@@ -431,6 +435,7 @@ def as_objective(target) -> Objective:
             out = _act(a, OUTPUT)
             if idx.numel() != out.shape[0]:
                 raise ValueError(f"target has {idx.numel()} entries for a batch of {out.shape[0]}")
+            out = out.flatten(2).mean(2) if out.dim() > 2 else out
             return out.gather(1, idx.to(out.device).view(-1, 1)).squeeze(1)
 
         return Objective(fn, [OUTPUT], f"class({idx.tolist()})")

@@ -1,0 +1,144 @@
+"""The hook layer: addressing, early stop, reused modules, in-place safety, cleanup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import assert_clean, snapshot
+from torch import nn
+
+import fvis
+from fvis import hooks
+from fvis.hooks import LayerError
+
+
+def test_layers_lists_names_shapes_and_channels(mnist_model):
+    rows = {r.name: r for r in fvis.layers(mnist_model)}
+    assert rows["input"].shape == (1, 28, 28)
+    assert rows["conv2"].shape == (32, 28, 28) and rows["conv2"].channels == 32
+    assert rows["pool2"].shape == (64, 7, 7)
+    assert rows["fc1"].shape == (128,) and rows["fc1"].channels == 128
+    assert rows["output"].shape == (10,)
+    assert list(rows)[0] == "input" and list(rows)[-1] == "output"
+
+
+def test_unknown_layer_lists_nearest_names(mnist_model):
+    with pytest.raises(LayerError) as e:
+        hooks.capture(mnist_model, torch.zeros(1, 1, 28, 28), ["conv4"])
+    msg = str(e.value)
+    assert "conv4" in msg and "conv3" in msg and "Nearest names" in msg
+
+
+def test_capture_matches_manual_forward(mnist_model):
+    x = torch.randn(3, 1, 28, 28)
+    acts = hooks.capture(mnist_model, x, ["relu2", "fc1", "output"])
+    h = mnist_model.relu2(mnist_model.conv2(mnist_model.relu1(mnist_model.conv1(x))))
+    assert torch.allclose(acts["relu2"], h)
+    assert torch.allclose(acts["output"], mnist_model(x))
+    assert acts.output is not None
+
+
+class Counting(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_forward_stops_after_last_needed_layer():
+    net = nn.Sequential(
+        Counting(nn.Conv2d(1, 2, 3)),
+        Counting(nn.ReLU()),
+        Counting(nn.Conv2d(2, 2, 3)),
+        Counting(nn.ReLU()),
+    )
+    hooks.trace(net, (1, 8, 8))  # the one cached probe pass
+    for m in net:
+        m.calls = 0
+    acts = hooks.capture(net, torch.randn(2, 1, 8, 8), ["1"])
+    assert acts.output is None
+    assert [m.calls for m in net] == [1, 1, 0, 0]
+    hooks.capture(net, torch.randn(2, 1, 8, 8), ["0", "2"])
+    assert [m.calls for m in net] == [2, 2, 1, 0]
+    hooks.capture(net, torch.randn(2, 1, 8, 8), ["2"], stop=False)
+    assert [m.calls for m in net] == [3, 3, 2, 1]
+
+
+def test_reused_module_is_addressed_per_call_on_resnet18():
+    model = torchvision.models.resnet18(weights=None).eval()
+    before = snapshot(model)
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(LayerError) as e:
+        hooks.capture(model, x, ["layer1.0.relu"])
+    assert "layer1.0.relu:0" in str(e.value) and "layer1.0.relu:1" in str(e.value)
+    with pytest.raises(LayerError, match="out of range"):
+        hooks.capture(model, x, ["layer1.0.relu:2"])
+    acts = hooks.capture(model, x, ["layer1.0.relu:0", "layer1.0.relu:1", "layer1.0.bn2"])
+    b = model.layer1[0]
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        first = torch.relu(b.bn1(b.conv1(stem)))
+        second = torch.relu(b.bn2(b.conv2(first)) + stem)
+    assert torch.allclose(acts["layer1.0.relu:0"], first, atol=1e-6)
+    assert torch.allclose(acts["layer1.0.relu:1"], second, atol=1e-6)
+    names = [r.name for r in fvis.layers(model, (3, 64, 64))]
+    assert "layer1.0.relu:1" in names and "layer1.0.relu" not in names
+    assert_clean(model, before)
+
+
+def test_captured_activation_survives_inplace_relu():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 1, 1))
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        pre = net[0](x)
+    acts = hooks.capture(net, x, ["0", "2"])
+    assert (acts["0"] < 0).any(), "conv output must keep its negative values"
+    assert torch.allclose(acts["0"], pre)
+    # gradient through the captured activation is the true one
+    x.requires_grad_(True)
+    acts = hooks.capture(net, x, ["0", "2"])
+    (g,) = torch.autograd.grad(acts["2"].sum(), acts["0"])
+    expected = (pre > 0).float() * net[2].weight.view(1, 4, 1, 1)
+    assert torch.allclose(g, expected.expand_as(g))
+
+
+def test_retain_grads_records_activation_gradients(mnist_model):
+    x = torch.randn(2, 1, 28, 28, requires_grad=True)
+    acts = hooks.capture(mnist_model, x, ["input", "fc1", "output"], retain_grads=True)
+    acts["output"][:, 3].sum().backward()
+    assert acts.grads["fc1"].shape == (2, 128)
+    assert torch.allclose(
+        acts.grads["fc1"], mnist_model.logits.weight[3].expand(2, 128) * (acts["fc1"] > 0)
+    )
+    assert torch.equal(acts.grads["input"], x.grad)
+
+
+def test_hooks_removed_and_weights_unchanged_after_exception(mnist_model):
+    before = snapshot(mnist_model)
+    with pytest.raises(RuntimeError):
+        hooks.capture(mnist_model, torch.randn(1, 3, 28, 28), ["conv2"])  # wrong channels
+    assert_clean(mnist_model, before)
+    with pytest.raises(IndexError):
+        fvis.render(mnist_model, fvis.objectives.channel("conv2", 99), steps=2, progress=False)
+    assert_clean(mnist_model, before)
+
+
+def test_render_leaves_model_clean_and_mode_restored():
+    model = torchvision.models.resnet18(weights=None)
+    model.train()
+    before = snapshot(model)
+    fvis.render(
+        model,
+        fvis.objectives.channel("layer1.0.relu:1", 3),
+        fvis.param.image(32),
+        steps=3,
+        progress=False,
+        redirected_relu_steps=2,
+    )
+    assert_clean(model, before)  # BatchNorm statistics untouched: eval mode during render
+    assert model.training and model.layer1[0].bn1.training
+    assert all(p.requires_grad for p in model.parameters())

@@ -1,0 +1,143 @@
+"""The render loop: reproducibility, results, options, redirected ReLU, and the class
+visualizations of the bundled model (the README's main job)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fvis
+from fvis import objectives as O
+from fvis.redirect import redirected_relu
+
+
+def test_same_seed_identical_images_other_seed_different(mnist_model):
+    obj = O.channel("conv3", 2) - 0.05 * O.total_variation()
+    a = fvis.render(mnist_model, obj, steps=20, seed=7, progress=False)
+    b = fvis.render(mnist_model, obj, steps=20, seed=7, progress=False)
+    c = fvis.render(mnist_model, obj, steps=20, seed=8, progress=False)
+    assert torch.equal(a.images, b.images) and torch.equal(a.history, b.history)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_result_history_thresholds_and_pil(mnist_model):
+    units = [O.channel("conv3", k) for k in range(3)]
+    r = fvis.render(
+        mnist_model, O.one_per_item(units), batch=3, steps=10, thresholds=(4, 10), progress=False
+    )
+    assert r.images.shape == (3, 1, 28, 28) and r.images.min() >= 0 and r.images.max() <= 1
+    assert r.history.shape == (10, 3)
+    assert sorted(r.snapshots) == [4, 10] and torch.equal(r.snapshots[10], r.images)
+    pil = r.pil()
+    assert len(pil) == 3 and isinstance(pil[0], Image.Image) and pil[0].size == (28, 28)
+    assert r.grid(scale=2).size[0] > 3 * 28 * 2
+    assert r.objective.startswith("channel(conv3:0)")
+
+
+def test_units_in_one_batch_match_units_rendered_alone(mnist_model):
+    """Batching is exact: each item only sees its own objective's gradient."""
+    kw = dict(transforms=None, steps=5, progress=False)
+    units = [O.neuron("fc1", 1), O.neuron("fc1", 2)]
+    both = fvis.render(
+        mnist_model,
+        O.one_per_item(units),
+        fvis.param.image(28, channels=1, batch=2, fft=False, sd=0.3, seed=2),
+        **kw,
+    )
+    init = fvis.param.image(28, channels=1, batch=2, fft=False, sd=0.3, seed=2).spatial.raw
+    for i, u in enumerate(units):
+        single = fvis.param.image(28, channels=1, fft=False)
+        single.spatial.raw.data = init[i : i + 1].clone()
+        alone = fvis.render(mnist_model, u, single, **kw)
+        assert torch.allclose(both.images[i], alone.images[0], atol=1e-5)
+
+
+def test_any_optimizer_is_accepted(mnist_model):
+    r = fvis.render(
+        mnist_model,
+        O.channel("conv1", 0),
+        optimizer=torch.optim.SGD,
+        lr=1.0,
+        steps=5,
+        progress=False,
+    )
+    assert r.history[-1] > r.history[0]
+    r = fvis.render(
+        mnist_model,
+        O.channel("conv1", 0),
+        optimizer=lambda p: torch.optim.RMSprop(p, lr=0.01),
+        steps=5,
+        progress=False,
+    )
+    assert r.history[-1] > r.history[0]
+
+
+def test_redirected_relu_lets_a_dead_unit_recover():
+    """All pre-activations negative: ReLU passes no gradient, the redirected one does."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.fill_(-5.0)
+    fvis.models.attach(net, fvis.models.ModelInfo((1, 4, 4)))
+    kw = dict(transforms=None, steps=3, progress=False, lr=0.1)
+    plain = fvis.render(net, O.channel("1", 0), **kw)
+    redirected = fvis.render(net, O.channel("1", 0), redirected_relu_steps=3, **kw)
+    start = fvis.param.image(4, channels=1)()
+    assert torch.equal(plain.images, start.detach())
+    assert redirected.images.mean() > start.mean() + 0.01
+
+
+def test_redirected_relu_gradient_rule():
+    x = torch.tensor([[-1.0, 2.0], [-1.0, -3.0]], requires_grad=True)
+    with redirected_relu():
+        y = torch.relu(x)
+    assert torch.equal(y, x.clamp(min=0))
+    # item 0 has a live unit: ordinary ReLU gradient; item 1 is dead: redirected
+    (g,) = torch.autograd.grad(y, x, torch.tensor([[1.0, 1.0], [-1.0, 1.0]]))
+    assert torch.equal(g, torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
+
+
+def test_render_on_explicit_cpu_device(mnist_model):
+    r = fvis.render(mnist_model, O.class_logit(1), steps=2, device="cpu", progress=False)
+    assert r.images.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_render_on_last_cuda_device():
+    dev = f"cuda:{torch.cuda.device_count() - 1}"
+    model = fvis.load_model("fvis:mnist", device=dev)
+    r = fvis.render(model, O.class_logit(1), steps=3, progress=False)
+    assert r.history.shape == (3, 1)
+
+
+def test_class_visualizations_are_recognised(mnist_model, tmp_path, capsys):
+    """The README's main job: each of the 10 class images is classified as its class
+    with probability > 0.9 by the bundled model."""
+    from fvis.cli import main
+
+    out = tmp_path / "classes.png"
+    assert (
+        main(
+            [
+                "render",
+                "--model",
+                "fvis:mnist",
+                "--class",
+                "all",
+                "--tv",
+                "0.05",
+                "--device",
+                "cpu",
+                "-q",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert out.exists() and Image.open(out).size[0] > 10 * 28
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "p(class" in ln]
+    probs = [float(ln.rsplit("=", 1)[1]) for ln in lines]
+    assert len(probs) == 10 and min(probs) > 0.9, probs
