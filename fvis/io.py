@@ -18,18 +18,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes the file private (0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions a replaced file keeps, or a new file's default under the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` that writes atomically."""
+    """``torch.save`` that writes atomically. The same object gives the same bytes: torch
+    names the archive inside the file after a path it is given, so it is given an open
+    file instead of the random temporary name."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:

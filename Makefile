@@ -1,0 +1,23 @@
+# make demo  — set up the environment and render the bundled model's class visualizations
+# make test  — set up the environment, lint, and run the test suite (what CI runs)
+# The virtual environment is created once per set of requirements (scripts/venv.sh).
+SHELL := /bin/bash
+VENV = $(shell bash scripts/venv.sh)
+
+.PHONY: demo test lint format bench docs
+
+demo:
+	@V="$(VENV)" && "$$V/bin/fvis" render --model fvis:mnist --class all --tv 0.05 -o out/classes.png
+
+test:
+	@V="$(VENV)" && "$$V/bin/ruff" check . && "$$V/bin/ruff" format --check . \
+		&& "$$V/bin/python" -m pytest
+
+lint:
+	@V="$(VENV)" && "$$V/bin/ruff" check . && "$$V/bin/ruff" format --check .
+
+format:
+	@V="$(VENV)" && "$$V/bin/ruff" check --fix . && "$$V/bin/ruff" format .
+
+bench:
+	@V="$(VENV)" && "$$V/bin/python" benchmarks/render_speed.py && "$$V/bin/python" benchmarks/attribution.py
