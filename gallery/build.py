@@ -120,7 +120,8 @@ def write_index(model_spec: str, units, out: Path, prior: str) -> Path:
             if (out / img).exists()
             else f"<figure><figcaption>{k} (not rendered)</figcaption></figure>"
         )
-    page = f"""<!doctype html><meta charset="utf-8"><title>fvis gallery: {html.escape(model_spec)}</title>
+    title = f"fvis gallery: {html.escape(model_spec)}"
+    page = f"""<!doctype html><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}figure{{display:inline-block;margin:4px;
 text-align:center}}figure img{{width:112px;image-rendering:pixelated}}
 figure img.ex{{display:block;width:112px}}</style>
