@@ -1,0 +1,192 @@
+"""Canonizers: reversible rewrites of a model into an equivalent one that rules handle
+better (zennit's idea). ``with canonizer.apply(model, x): ...`` rewrites the model for the
+block and restores it exactly on exit, also when the block raises; the model output is
+unchanged up to float rounding.
+
+:class:`MergeBatchNorm` folds each eval-mode BatchNorm into the convolution or linear
+layer whose output it normalizes, so that LRP rules and DeepLIFT's RevealCancel see one
+linear layer ``z = W'x + b'`` instead of a linear layer followed by an affine map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from fvis import hooks
+
+__all__ = ["Canonizer", "MergeBatchNorm", "canonized", "default_canonizers"]
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+class Canonizer:
+    """A reversible model rewrite. ``apply(model, x)`` is a context manager; ``x`` is an
+    example input (the rewrite may depend on what the forward pass does)."""
+
+    def apply(self, model: nn.Module, x: Tensor) -> contextlib.AbstractContextManager:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class _Uses(TorchFunctionMode):
+    """Counts, for watched tensors, the torch operations that produce a tensor from them."""
+
+    def __init__(self):
+        super().__init__()
+        self.watched: dict[int, Tensor] = {}
+        self.uses: dict[int, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, Tensor) or (isinstance(out, (tuple, list)) and out and
+                                       isinstance(out[0], Tensor)):  # fmt: skip
+            for t in _flat((args, kwargs)):
+                if id(t) in self.watched and self.watched[id(t)] is t:
+                    self.uses[id(t)] = self.uses.get(id(t), 0) + 1
+        return out
+
+
+def _flat(obj) -> Iterator[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _flat(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _flat(o)
+
+
+_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class MergeBatchNorm(Canonizer):
+    """Fold BatchNorm into the preceding conv/linear layer.
+
+    A BatchNorm ``y = γ (z − μ)/√(σ² + ε) + β`` whose input ``z = W x + b`` is the output
+    of a ``Conv1-3d``/``Linear`` module that nothing else uses becomes part of it:
+    ``W' = s·W`` (per output channel), ``b' = s·(b − μ) + β`` with ``s = γ/√(σ² + ε)``, and
+    the BatchNorm returns its input unchanged (a forward hook). Pairs are found by one
+    traced forward pass of ``x[:1]`` (cached per model and input shape), so sequential,
+    residual and functional architectures are handled alike; a module called more than
+    once is left alone. BatchNorms in training mode are left alone (the attribution
+    methods refuse them). Parameters are changed in place and copied back on exit.
+    """
+
+    def pairs(self, model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
+        """``(conv or linear name, batchnorm name)`` for every foldable pair."""
+        key = (tuple(x.shape[1:]), tuple(m.training for m in model.modules()))
+        cache = _PAIRS.setdefault(model, {})
+        if key in cache:
+            return cache[key]
+        tr = hooks.trace(model, x)
+        once = {n for n, calls in tr.calls.items() if len(calls) == 1}
+        mods = dict(model.named_modules())
+        uses = _Uses()
+        produced: dict[int, str] = {}
+        found: list[tuple[str, str, int]] = []
+
+        def lin_hook(name):
+            def hook(mod, inp, out):
+                if isinstance(out, Tensor):
+                    produced[id(out)] = name
+                    uses.watched[id(out)] = out
+
+            return hook
+
+        def bn_hook(name):
+            def hook(mod, inp):
+                t = inp[0]
+                lin = produced.get(id(t))
+                if lin is not None and uses.watched.get(id(t)) is t:
+                    found.append((lin, name, id(t)))
+
+            return hook
+
+        lin = [(m, lin_hook(n)) for n, m in mods.items() if isinstance(m, _LINEAR) and n in once]
+        bns = [(m, bn_hook(n)) for n, m in mods.items() if isinstance(m, _BN) and n in once]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(hooks.hooks_on(lin))
+            stack.enter_context(hooks.hooks_on(bns, kind="forward_pre"))
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(uses)
+            model(x[:1].detach())
+        result = []
+        for lin_name, bn_name, tid in found:
+            conv, bn = mods[lin_name], mods[bn_name]
+            out_channels = conv.out_channels if hasattr(conv, "out_channels") else conv.out_features
+            if (
+                uses.uses.get(tid) == 1  # only the BatchNorm's own batch_norm call
+                and not bn.training
+                and bn.running_mean is not None
+                and bn.num_features == out_channels
+            ):
+                result.append((lin_name, bn_name))
+        cache[key] = result
+        return result
+
+    @contextlib.contextmanager
+    def apply(self, model: nn.Module, x: Tensor) -> Iterator[list[tuple[str, str]]]:
+        """Fold every pair for the block; yields the list of ``(layer, batchnorm)`` names."""
+        pairs = self.pairs(model, x)
+        mods = dict(model.named_modules())
+        undo: list = []
+        try:
+            for lin_name, bn_name in pairs:
+                _fold(mods[lin_name], mods[bn_name], undo)
+            with hooks.hooks_on((mods[bn], _identity) for _, bn in pairs):
+                yield pairs
+        finally:
+            with torch.no_grad():
+                for step in reversed(undo):
+                    step()
+
+
+def _identity(module, inputs, output):
+    return inputs[0]
+
+
+@torch.no_grad()
+def _fold(lin: nn.Module, bn: nn.Module, undo: list) -> None:
+    w = lin.weight
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    scale, shift = scale.to(w.dtype), shift.to(w.dtype)
+    old_w = w.detach().clone()
+    undo.append(lambda: w.copy_(old_w))
+    w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
+    if lin.bias is None:
+        undo.append(lambda: setattr(lin, "bias", None))
+        lin.bias = nn.Parameter(shift.clone(), requires_grad=False)
+    else:
+        b = lin.bias
+        old_b = b.detach().clone()
+        undo.append(lambda: b.copy_(old_b))
+        b.mul_(scale).add_(shift)
+
+
+def default_canonizers() -> tuple[Canonizer, ...]:
+    """The canonizers LRP and RevealCancel use unless told otherwise: (MergeBatchNorm(),)."""
+    return (MergeBatchNorm(),)
+
+
+@contextlib.contextmanager
+def canonized(model: nn.Module, x: Tensor, canonizers: Sequence[Canonizer]) -> Iterator[None]:
+    """Apply ``canonizers`` in order for the block; undone in reverse order on exit."""
+    with contextlib.ExitStack() as stack:
+        for c in canonizers:
+            stack.enter_context(c.apply(model, x))
+        yield

@@ -1,0 +1,234 @@
+"""DeepLIFT (Shrikumar, Greenside & Kundaje 2017) with the Rescale and RevealCancel rules.
+
+Attributions are contributions ``C_i = Δx_i · m_i`` of the input differences
+``Δx = x − x⁰`` from a reference ``x⁰``, with multipliers ``m`` propagated backwards by
+the chain rule ``m_{Δx Δt} = Σ_j m_{Δx Δy_j} m_{Δy_j Δt}``. They satisfy
+*summation-to-delta*: ``Σ_i C_i = t(x) − t(x⁰)`` for the explained objective ``t``
+(exact up to float rounding for objectives linear in the activations they read, e.g.
+class logits, channels, neurons).
+
+Rules (each a backward pass installed through :mod:`fvis.attribution.core`, so functional
+``F.relu`` and reused modules are handled per call):
+
+* **linear** (conv, linear, pooling, sums, BatchNorm in eval, reshaping): the gradient,
+  ``m_{Δa_i Δz} = w_i``.
+* **Rescale** for an elementwise nonlinearity ``y = f(z)``:
+  ``m = Δy / Δz``, or ``f'(z)`` where ``|Δz| < 1e-10``.
+* **RevealCancel** for ``y = f(z)`` where ``z = Σ_i w_i a_i + b`` is the output of a
+  linear operation (conv/linear/average pool/sum, with BatchNorm folded into the conv):
+  split ``Δz = Δz⁺ + Δz⁻`` by the sign of ``w_i Δa_i`` (eq. 6-7), then with ``r = z⁰``
+
+  ``Δy⁺ = ½[f(r + Δz⁺) − f(r)] + ½[f(r + Δz⁻ + Δz⁺) − f(r + Δz⁻)]``
+  ``Δy⁻ = ½[f(r + Δz⁻) − f(r)] + ½[f(r + Δz⁺ + Δz⁻) − f(r + Δz⁺)]``
+
+  ``m⁺ = Δy⁺/Δz⁺``, ``m⁻ = Δy⁻/Δz⁻``, and input ``i`` of the linear operation gets
+  ``w_i m⁺`` if ``w_i Δa_i > 0``, ``w_i m⁻`` if ``< 0``, ``w_i (m⁺ + m⁻)/2`` if ``Δa_i = 0``
+  (eq. 12-13, 17-19). A nonlinearity whose input does not come straight from a linear
+  operation (e.g. after a concatenation) gets ``Δz⁺ = max(Δz, 0)``, ``Δz⁻ = min(Δz, 0)``,
+  which is the Rescale rule.
+* **max-pool**: in each window ``y = max_i z_i``; with ``i*`` the argmax for the input and
+  ``j*`` for the reference, ``Δy = z_{i*} − z⁰_{j*}`` lies between ``Δz_{j*}`` and
+  ``Δz_{i*}``, so ``Δy = λ Δz_{i*} + (1 − λ) Δz_{j*}`` with ``λ ∈ [0, 1]``; the multipliers
+  are ``λ·m`` at ``i*`` and ``(1 − λ)·m`` at ``j*``. This keeps summation-to-delta exact
+  where the plain gradient (``m`` at ``i*`` only, contribution ``Δz_{i*} ≠ Δy``) does not.
+
+Input and reference run as one batch of ``2B``; BatchNorm must be in eval mode. Operations
+without a rule (products of activations, layer norm, ...) raise
+:class:`~fvis.attribution.core.UnsupportedOperation`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fvis.attribution import core
+from fvis.attribution.base import Attribution, resolve_target
+from fvis.attribution.canonizers import canonized, default_canonizers
+from fvis.hooks import Activations
+
+__all__ = ["DeepLift"]
+
+_EPS = 1e-10  # |Δz| below this: use the derivative (captum uses the same threshold)
+
+
+def _halves(t: Tensor, b: int) -> tuple[Tensor, Tensor]:
+    return t[:b], t[b:]
+
+
+def _rescale_multiplier(f, zx: Tensor, zr: Tensor, yx: Tensor, yr: Tensor) -> Tensor:
+    dz, dy = zx - zr, yx - yr
+    safe = dz.abs() > _EPS
+    return torch.where(safe, dy / torch.where(safe, dz, 1), core.local_derivative(f, zx))
+
+
+class _Rescale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, f, b):
+        y = f(z)
+        ctx.b = b
+        ctx.save_for_backward(_rescale_multiplier(f, *_halves(z, b), *_halves(y, b)))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (m,) = ctx.saved_tensors
+        gx = m * g[: ctx.b]
+        return torch.cat([gx, torch.zeros_like(g[ctx.b :])]), None, None
+
+
+class _RevealCancel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, b, call, z, *inputs):
+        y = f(z)
+        zx, r = _halves(z, b)
+        yx, yr = _halves(y, b)
+        deltas = [a[:b] - a[b:] for a in inputs]
+        dpos, dneg = call.split(deltas)
+        fp, fn = f(r + dpos), f(r + dneg)
+        ypos = 0.5 * (fp - yr) + 0.5 * (yx - fn)
+        yneg = 0.5 * (fn - yr) + 0.5 * (yx - fp)
+        m = _rescale_multiplier(f, zx, r, yx, yr)
+        sp, sn = dpos.abs() > _EPS, dneg.abs() > _EPS
+        mpos = torch.where(sp, ypos / torch.where(sp, dpos, 1), m)
+        mneg = torch.where(sn, yneg / torch.where(sn, dneg, 1), m)
+        ctx.b, ctx.call = b, call
+        ctx.save_for_backward(mpos, mneg, *deltas)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        mpos, mneg, *deltas = ctx.saved_tensors
+        gx = g[: ctx.b]
+        grads = ctx.call.split_backward(deltas, mpos * gx, mneg * gx)
+        full = [torch.cat([gk, torch.zeros_like(gk)]) for gk in grads]
+        return (None, None, None, None, *full)
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, pool, b):
+        y, idx = pool(z)
+        dz = (z[:b] - z[b:]).flatten(2)
+        ix, ir = idx[:b].flatten(2), idx[b:].flatten(2)
+        di, dj = dz.gather(2, ix), dz.gather(2, ir)
+        dy = (y[:b] - y[b:]).flatten(2)
+        den = di - dj
+        safe = den.abs() > _EPS
+        lam = torch.where(safe, (dy - dj) / torch.where(safe, den, 1), 1).clamp(0, 1)
+        ctx.b, ctx.zshape = b, z.shape
+        ctx.save_for_backward(lam, ix, ir)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        lam, ix, ir = ctx.saved_tensors
+        b = ctx.b
+        gx = g[:b].flatten(2)
+        gin = torch.zeros((b, *ctx.zshape[1:]), dtype=g.dtype, device=g.device).flatten(2)
+        gin.scatter_add_(2, ix, lam * gx).scatter_add_(2, ir, (1 - lam) * gx)
+        gin = gin.view(b, *ctx.zshape[1:])
+        return torch.cat([gin, torch.zeros_like(gin)]), None, None
+
+
+class _Policy(core.Policy):
+    strict = True
+
+    def __init__(self, rule: str, b: int):
+        self.rule, self.b = rule, b
+        self.method = f"DeepLift(rule={rule!r})"
+        self.records: dict[int, tuple[Tensor, core.LinearCall, list[Tensor]]] = {}
+
+    def linear(self, op, call, inputs):
+        if self.rule != "reveal_cancel":
+            return None
+        out = call.forward(inputs)
+        self.records[id(out)] = (out, call, inputs)
+        return out
+
+    def alias(self, src, dst):
+        rec = self.records.pop(id(src), None)
+        self.records.pop(id(dst), None)
+        if rec is not None:
+            self.records[id(dst)] = (dst, rec[1], rec[2])
+
+    def activation(self, op, z, f, relu_like):
+        rec = self.records.get(id(op.source))
+        if rec is not None and rec[0] is op.source:
+            _, call, inputs = rec
+            return _RevealCancel.apply(f, self.b, call, z.detach(), *inputs)
+        return _Rescale.apply(z, f, self.b)
+
+    def max_pool(self, op, z, pool):
+        return _MaxPool.apply(z, pool, self.b)
+
+
+def _reference(reference, inputs: Tensor) -> Tensor:
+    if reference is None:
+        return torch.zeros_like(inputs)
+    ref = torch.as_tensor(reference, dtype=inputs.dtype, device=inputs.device)
+    if ref.dim() == inputs.dim() - 1:
+        ref = ref.unsqueeze(0)
+    try:
+        return ref.expand_as(inputs).detach()
+    except RuntimeError:
+        raise ValueError(
+            f"reference of shape {tuple(ref.shape)} does not match inputs of shape "
+            f"{tuple(inputs.shape)}; give one input (C, H, W), (1, C, H, W) or one per item"
+        ) from None
+
+
+def _split_acts(acts: Activations, b: int) -> tuple[Activations, Activations]:
+    halves = []
+    for part in (slice(None, b), slice(b, None)):
+        a = Activations({k: v[part] for k, v in acts.items()})
+        a.info, a.grads = acts.info, {}
+        a.output = acts.output[part] if acts.output is not None else None
+        halves.append(a)
+    return halves[0], halves[1]
+
+
+class DeepLift(Attribution):
+    """DeepLIFT contributions ``C = Δx · m`` (module docstring), ``(B, ...)`` like the input.
+
+    ``rule``: ``"rescale"`` or ``"reveal_cancel"``. ``canonizers``: reversible model
+    rewrites applied during the call; by default BatchNorm is folded into the preceding
+    conv/linear for RevealCancel (so conv + BN is one linear operation whose
+    positive/negative split is taken) and nothing is changed for Rescale (linear
+    rewrites do not change Rescale multipliers).
+
+    >>> attr, delta = DeepLift(model, "reveal_cancel").attribute(x, 3, return_delta=True)
+    """
+
+    RULES = ("rescale", "reveal_cancel")
+
+    def __init__(self, model, rule: str = "rescale", *, canonizers=None):
+        super().__init__(model)
+        if rule not in self.RULES:
+            raise ValueError(f"rule must be one of {self.RULES}, not {rule!r}")
+        self.rule = rule
+        if canonizers is None:
+            canonizers = default_canonizers() if rule == "reveal_cancel" else ()
+        self.canonizers = tuple(canonizers)
+
+    def attribute(self, inputs: Tensor, target=None, *, reference=None, return_delta=False):
+        """Contributions ``(B, ...)``; with ``return_delta`` also ``(B,)``
+        ``Σ_i C_i − (t(x) − t(x⁰))`` (0 up to rounding). ``reference``: a tensor like one
+        input or like ``inputs`` (default: zeros)."""
+        core.check_eval(self.model, f"DeepLift(rule={self.rule!r})")
+        objective = resolve_target(self.model, inputs, target)
+        ref = _reference(reference, inputs)
+        b = inputs.shape[0]
+        both = torch.cat([inputs.detach(), ref]).requires_grad_(True)
+        with canonized(self.model, inputs, self.canonizers):
+            acts = core.run(self.model, both, objective.layers, _Policy(self.rule, b))
+            ax, ar = _split_acts(acts, b)
+            sx = objective(ax)
+            with torch.no_grad():
+                sr = objective(ar).detach()
+            (g,) = torch.autograd.grad(sx.sum(), both)
+        attr = (inputs.detach() - ref) * g[:b]
+        if not return_delta:
+            return attr
+        delta = attr.flatten(1).sum(1) - (sx.detach() - sr)
+        return attr, delta

@@ -1,0 +1,77 @@
+"""Deconvnet (Zeiler & Fergus 2014) and Guided Backprop (Springenberg et al. 2015).
+
+Both are the gradient of the objective with respect to the input, with the backward pass
+of every ReLU-like unit ``y = f(z)`` (ReLU, ReLU6, Hardtanh(0, ·); module or functional,
+each call of a reused module separately) replaced:
+
+* gradient:        ``∂/∂z = f'(z) · g``
+* Deconvnet:       ``∂/∂z = max(g, 0)``              (ignores the forward activation)
+* Guided Backprop: ``∂/∂z = max(f'(z) · g, 0)``      (= ``1[z > 0] · max(g, 0)`` for ReLU)
+
+with ``g`` the modified gradient arriving at the unit's output. Max-pooling keeps its
+gradient (Zeiler & Fergus' "switches"); every other operation, including other
+nonlinearities (sigmoid, SiLU, ...), keeps its plain gradient. The result is shaped like
+the input, not multiplied by it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fvis.attribution import core
+from fvis.attribution.base import Attribution, resolve_target
+
+__all__ = ["Deconvnet", "GuidedBackprop"]
+
+
+class _ReluBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, f, guided):
+        ctx.guided = guided
+        if guided:
+            ctx.save_for_backward(core.local_derivative(f, z))
+        return f(z)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.guided:
+            (d,) = ctx.saved_tensors
+            return (d * g).clamp(min=0), None, None
+        return g.clamp(min=0), None, None
+
+
+class _Policy(core.Policy):
+    def __init__(self, guided: bool):
+        self.guided = guided
+        self.method = "Guided Backprop" if guided else "Deconvnet"
+
+    def activation(self, op, z, f, relu_like):
+        return _ReluBackward.apply(z, f, self.guided) if relu_like else None
+
+
+class _ModifiedGradient(Attribution):
+    guided = False
+
+    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+        """The modified gradient ``(B, ...)`` like ``inputs`` for ``target`` (int class,
+        per-item classes, an :class:`~fvis.objectives.Objective`, or ``None`` = predicted)."""
+        objective = resolve_target(self.model, inputs, target)
+        return core.input_gradient(self.model, inputs, objective, _Policy(self.guided))
+
+
+class Deconvnet(_ModifiedGradient):
+    """Deconvnet: ReLU backward ``max(g, 0)``, ignoring the forward pass (module docstring).
+
+    >>> Deconvnet(model).attribute(x, target=3)   # (B, C, H, W)
+    """
+
+    guided = False
+
+
+class GuidedBackprop(_ModifiedGradient):
+    """Guided Backprop: ReLU backward ``1[z > 0]·max(g, 0)`` (module docstring).
+
+    >>> GuidedBackprop(model).attribute(x, target=3)   # (B, C, H, W)
+    """
+
+    guided = True
