@@ -1,0 +1,284 @@
+"""Attribution benchmark: seconds per image for every method, and the peak memory of
+Integrated Gradients with and without ``internal_batch_size``.
+
+    OMP_NUM_THREADS=2 python benchmarks/attribution.py                # full run
+    python benchmarks/attribution.py --models fvis:mnist --repeats 1  # quick
+
+Models: the bundled MNIST CNN (batch 8, 28 px) and ResNet-18 (random weights, batch 8,
+224 px). Every method runs with the settings printed in the table (IG ``--steps``
+Gauss–Legendre points, SmoothGrad ``--samples`` noisy copies); the time is the best of
+``--repeats`` runs after one warm-up, divided by the batch. Where captum or zennit is
+importable, the same method at equal settings is timed too and the ratio printed
+(fvis / other: below 1 means fvis is faster).
+
+Peak memory: a fresh subprocess loads the model, resets its peak RSS
+(``/proc/self/clear_refs``) and runs one call: a plain gradient, IG with every
+interpolated input in one pass, and IG with ``internal_batch_size`` rows per pass; the
+table gives the peak RSS and what the call added to the RSS before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+import fvis
+from fvis.attribution import (
+    CAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    Gradient,
+    GradientXInput,
+    GuidedGradCAM,
+    IntegratedGradients,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+    Saliency,
+    Sensitivity,
+    SmoothGrad,
+    SmoothGradSquared,
+    VarGrad,
+)
+
+
+def load(spec: str):
+    if spec.startswith("fvis:"):
+        model = fvis.load_model(spec)
+        size = (1, 28, 28)
+    else:
+        model = fvis.load_model(spec, weights=None)
+        size = (3, 224, 224)
+    return model, size
+
+
+def methods(model, steps: int, samples: int) -> dict[str, tuple[str, callable]]:
+    """name -> (settings, fn(x, target))."""
+    m = model
+    out = {
+        "Gradient": ("", lambda x, t: Gradient(m).attribute(x, t)),
+        "Saliency": ("", lambda x, t: Saliency(m).attribute(x, t)),
+        "Sensitivity": ("", lambda x, t: Sensitivity(m).attribute(x, t)),
+        "GradientXInput": ("", lambda x, t: GradientXInput(m).attribute(x, t)),
+        "IntegratedGradients": (
+            f"steps={steps}",
+            lambda x, t: IntegratedGradients(m).attribute(x, t, steps=steps),
+        ),
+        "SmoothGrad(Saliency)": (
+            f"n={samples}",
+            lambda x, t: SmoothGrad(Saliency(m)).attribute(x, t, n=samples, generator=0),
+        ),
+        "SmoothGrad²": (
+            f"n={samples}",
+            lambda x, t: SmoothGradSquared(m).attribute(x, t, n=samples, generator=0),
+        ),
+        "VarGrad": (
+            f"n={samples}",
+            lambda x, t: VarGrad(m).attribute(x, t, n=samples, generator=0),
+        ),
+        "CAM": ("", lambda x, t: CAM(m).attribute(x, t, upsample=True)),
+        "GradCAM": ("", lambda x, t: GradCAM(m).attribute(x, t, upsample=True)),
+        "GradCAM++": ("", lambda x, t: GradCAMPlusPlus(m).attribute(x, t, upsample=True)),
+        "GuidedGradCAM": ("", lambda x, t: GuidedGradCAM(m).attribute(x, t)),
+        "LayerGradientXActivation": (
+            "",
+            lambda x, t: LayerGradientXActivation(m).attribute(x, t, reduce="channel"),
+        ),
+        "LayerIntegratedGradients": (
+            f"steps={steps}",
+            lambda x, t: LayerIntegratedGradients(m).attribute(x, t, steps=steps),
+        ),
+    }
+    # the propagation-rule methods of the other module, where importable
+    try:
+        from fvis.attribution import LRP, Deconvnet, DeepLift, DeepTaylor, GuidedBackprop
+
+        out.update(
+            {
+                "Deconvnet": ("", lambda x, t: Deconvnet(m).attribute(x, t)),
+                "GuidedBackprop": ("", lambda x, t: GuidedBackprop(m).attribute(x, t)),
+                "DeepLift(rescale)": ("", lambda x, t: DeepLift(m).attribute(x, t)),
+                "DeepLift(reveal_cancel)": (
+                    "",
+                    lambda x, t: DeepLift(m, "reveal_cancel").attribute(x, t),
+                ),
+                "LRP": ("default composite", lambda x, t: LRP(m).attribute(x, t)),
+                "DeepTaylor": ("", lambda x, t: DeepTaylor(m).attribute(x, t)),
+            }
+        )
+    except ImportError:
+        pass
+    return out
+
+
+def reference(model, steps: int, samples: int) -> dict[str, callable]:
+    """The same methods in captum / zennit, when installed (fn(x, target))."""
+    out = {}
+    try:
+        import captum.attr as ca
+
+        out["IntegratedGradients"] = lambda x, t: ca.IntegratedGradients(model).attribute(
+            x, target=t, n_steps=steps, method="gausslegendre", internal_batch_size=64
+        )
+        out["Saliency"] = lambda x, t: ca.Saliency(model).attribute(x, target=t)
+        out["GradientXInput"] = lambda x, t: ca.InputXGradient(model).attribute(x, target=t)
+        out["GuidedBackprop"] = lambda x, t: ca.GuidedBackprop(model).attribute(x, target=t)
+    except ImportError:
+        pass
+    try:  # zennit's gradient × input via its Gradient attributor with no composite
+        from zennit.attribution import Gradient as ZGradient
+
+        def zgrad(x, t):
+            with torch.no_grad():
+                n = model(x[:1]).shape[1]
+            with ZGradient(model=model) as attributor:
+                _, grad = attributor(x, torch.eye(n)[t])  # one-hot output gradient
+            return grad
+
+        out.setdefault("Gradient", zgrad)
+    except ImportError:
+        pass
+    return out
+
+
+def timed(fn, x, t, repeats: int) -> float:
+    fn(x, t)  # warm-up (traces, caches)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x, t)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    model, size = load(spec)
+    x = torch.randn(batch, *size)
+    if spec == "fvis:mnist":
+        from fvis.data import mnist
+
+        x = model.fvis_info.normalize(mnist("test")[0][:batch])
+    target = torch.arange(batch) % 10
+    refs = reference(model, steps, samples)
+    rows = []
+    for name, (settings, fn) in methods(model, steps, samples).items():
+        try:
+            sec = timed(fn, x, target, repeats) / batch
+            err = ""
+        except Exception as e:  # a documented refusal (CAM on non-GAP nets) or a failure
+            sec, err = float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"
+        ratio = None
+        if name in refs and not err:
+            ratio = sec / (timed(refs[name], x, target, repeats) / batch)
+        rows.append(
+            dict(model=spec, method=name, settings=settings, sec=sec, ratio=ratio, error=err)
+        )
+        print(
+            f"  {spec:22s} {name:26s} {settings:18s} " + (err or f"{sec * 1000:10.2f} ms"),
+            flush=True,
+        )
+    return rows
+
+
+def _status(field: str) -> float | None:
+    """A field of /proc/self/status in MiB (Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def child_memory(spec: str, batch: int, steps: int, ibs: str) -> None:
+    """Run in a subprocess: print the RSS before one call and the peak RSS during it (MiB).
+    The peak is reset just before the call (``/proc/self/clear_refs``), so imports and
+    model loading do not count."""
+    import resource
+
+    torch.manual_seed(0)
+    model, size = load(spec)
+    x = torch.randn(batch, *size)
+    target = torch.arange(batch) % 10
+    Gradient(model).attribute(x[:1], target[:1])  # warm-up: lazy inits, traces
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before = _status("VmRSS")
+    except OSError:
+        before = None
+    if ibs == "baseline":
+        Gradient(model).attribute(x, target)
+    else:
+        rows = batch * steps if ibs == "all" else int(ibs)
+        IntegratedGradients(model).attribute(x, target, steps=steps, internal_batch_size=rows)
+    peak = _status("VmHWM") if before is not None else None
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before_mib": before, "peak_mib": peak}))
+
+
+def memory(spec: str, batch: int, steps: int, chunk: int) -> dict[str, dict]:
+    out = {}
+    for ibs in ("baseline", "all", str(chunk)):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-child", spec, str(batch), str(steps), ibs],
+            capture_output=True, text=True, check=True, env=os.environ.copy(),
+        )  # fmt: skip
+        out[ibs] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["fvis:mnist", "torchvision:resnet18"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=32, help="IG quadrature points")
+    p.add_argument("--samples", type=int, default=16, help="SmoothGrad noisy copies")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--memory-steps", type=int, default=16)
+    p.add_argument("--memory-chunk", type=int, default=16)
+    p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        spec, batch, steps, ibs = args.memory_child
+        child_memory(spec, int(batch), int(steps), ibs)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU")
+    rows = []
+    for spec in args.models:
+        rows += run_times(spec, args.batch, args.steps, args.samples, args.repeats)
+    print("\n| model | method | settings | ms / image | vs captum/zennit |")
+    print("|---|---|---|---:|---:|")
+    for r in rows:
+        t = r["error"] or f"{r['sec'] * 1000:.2f}"
+        ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "–"
+        print(f"| {r['model']} | {r['method']} | {r['settings']} | {t} | {ratio} |")
+    print("\nPeak memory of one call (RSS of a fresh process, MiB; added = peak − RSS before)")
+    print("| model | call | rows per pass | peak MiB | added MiB |")
+    print("|---|---|---:|---:|---:|")
+    for spec in args.models:
+        mem = memory(spec, args.batch, args.memory_steps, args.memory_chunk)
+        rows_all = args.batch * args.memory_steps
+        for key, call, rows in (
+            ("baseline", f"Gradient, batch {args.batch}", args.batch),
+            ("all", f"IG {args.batch} × {args.memory_steps} steps", rows_all),
+            (str(args.memory_chunk), f"IG {args.batch} × {args.memory_steps} steps",
+             args.memory_chunk),
+        ):  # fmt: skip
+            m = mem[key]
+            added = m["peak_mib"] - m["before_mib"] if m["before_mib"] is not None else None
+            added = f"{added:.0f}" if added is not None else "–"
+            print(f"| {spec} | {call} | {rows} | {m['peak_mib']:.0f} | {added} |")
+
+
+if __name__ == "__main__":
+    main()

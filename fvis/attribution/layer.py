@@ -1,0 +1,293 @@
+"""Attribution to a hidden layer: how much each channel / position of a layer's
+activation ``A`` contributes to the target, for one input.
+
+* :class:`LayerGradientXActivation` ``R = A ⊙ ∂f/∂A`` (the first-order Taylor term at
+  ``A = 0``; exact ``Σ R = f`` for a bias-free ReLU network above the layer).
+* :class:`LayerIntegratedGradients` IG in activation space:
+  ``R = (A − A′) ⊙ Σ_k w_k ∂F/∂A(A′ + α_k (A − A′))``, with ``A′`` the activation of the
+  baseline input and ``F`` the network from the layer on (the layer's output replaced,
+  everything else computed from ``x``). ``Σ R = F(A) − F(A′)``, which is
+  ``f(x) − f(x′)`` when every path from the input to the output passes through the
+  layer (a stage output like ``"layer3"``, not a conv inside a residual block).
+
+``reduce``: ``None`` keeps the activation's shape ``(B, C, H, W)``; ``"channel"`` sums
+over positions, ``(B, C)``; ``"position"`` sums over channels, ``(B, 1, H, W)``.
+``upsample=True`` resizes spatial outputs to the input's size (bilinear).
+
+Layers are addressed by hook-layer names (``"conv3"``, ``"layer4"``,
+``"layer1.0.relu:1"`` for the second call of a reused module).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from fvis import hooks
+from fvis.attribution.base import Attribution, gradients, scores, upsample
+from fvis.attribution.gradient import Target, default_rows, row_chunks
+from fvis.attribution.integrated import generator, make_baselines, quadrature
+
+__all__ = [
+    "LayerGradientXActivation",
+    "LayerIntegratedGradients",
+    "conv_layer",
+    "execution_order",
+    "top_channels",
+]
+
+# Modules that act elementwise and keep the shape: a conv layer's default for the
+# CAM family extends through them (conv3 → relu3), as Grad-CAM reads rectified maps.
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+)
+
+_ORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple]]:
+    """``(layer name, module, output shape without batch)`` for every module call, in
+    the order the calls *finish* (a container after its children), for inputs shaped
+    like ``x``. Names follow the hook layer (``"relu:1"`` for a module's second call).
+    Cached per model and input shape."""
+    shape = tuple(x.shape[1:])
+    cache = _ORDERS.setdefault(model, {})
+    if shape in cache:
+        return cache[shape]
+    tr = hooks.trace(model, x)
+    order: list[tuple[str, nn.Module, tuple]] = []
+    counts: dict[str, int] = {}
+
+    def make(name):
+        def hook(mod, inp, out):
+            i = counts.get(name, 0)
+            counts[name] = i + 1
+            if isinstance(out, torch.Tensor):
+                label = name if len(tr.calls.get(name, ())) <= 1 else f"{name}:{i}"
+                order.append((label, mod, tuple(out.shape[1:])))
+
+        return hook
+
+    pairs = [(m, make(n)) for n, m in model.named_modules() if n]
+    with hooks.hooks_on(pairs), torch.no_grad():
+        model(x[:1].detach())
+    cache[shape] = order
+    return order
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+def conv_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """The default layer of the CAM family: the last module call (in finishing order)
+    with a spatial output ``(C, H, W)``, ``H·W > 1``, that is or contains a convolution,
+    extended through the elementwise layers (ReLU, BatchNorm, ...) right after it.
+    ``"relu3"`` for ``fvis:mnist``, ``"layer4"`` for a ResNet, ``"features"`` for VGG."""
+    order = execution_order(model, x)
+    found = None
+    for i, (_, mod, shape) in enumerate(order):
+        if len(shape) == 3 and shape[1] * shape[2] > 1 and _has_conv(mod):
+            found = i
+    if found is None:
+        raise hooks.LayerError(
+            f"{type(model).__name__} has no convolutional layer with a spatial output for "
+            f"inputs of shape {tuple(x.shape[1:])}; pass layer=... (`fvis.layers(model)` "
+            "lists the layers)"
+        )
+    shape = order[found][2]
+    while (
+        found + 1 < len(order)
+        and order[found + 1][2] == shape
+        and isinstance(order[found + 1][1], _ELEMENTWISE)
+    ):
+        found += 1
+    return order[found][0]
+
+
+def _reduce(r: torch.Tensor, reduce: str | None, upsample_to, name: str) -> torch.Tensor:
+    if reduce == "channel":
+        return r.flatten(2).sum(2) if r.dim() > 2 else r
+    if reduce not in (None, "position"):
+        raise ValueError(f"reduce must be None, 'channel' or 'position', not {reduce!r}")
+    if reduce == "position":
+        if r.dim() != 4:
+            raise ValueError(
+                f"reduce='position' needs a spatial layer; {name!r} gives {tuple(r.shape)}"
+            )
+        r = r.sum(1, keepdim=True)
+    if upsample_to is not None and r.dim() == 4:
+        r = upsample(r, upsample_to)
+    return r
+
+
+class LayerGradientXActivation(Attribution):
+    """``R = A ⊙ ∂f/∂A`` at ``layer`` (module docstring)."""
+
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target=None,
+        *,
+        layer: str | None = None,
+        reduce: str | None = None,
+        upsample: bool = False,
+        internal_batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """``layer`` defaults to :func:`conv_layer`. Shapes: module docstring."""
+        x = inputs.detach()
+        layer = layer or conv_layer(self.model, x)
+        tgt = Target(self.model, x, target)
+        parts = []
+        for sl in row_chunks(x.shape[0], internal_batch_size):
+            g, a, _ = gradients(self.model, x[sl], tgt.rows(torch.arange(x.shape[0])[sl]), layer)
+            parts.append((a * g).detach())
+        size = x.shape[-2:] if upsample and x.dim() == 4 else None
+        return _reduce(torch.cat(parts), reduce, size, layer)
+
+
+class _Replace:
+    """A forward hook that returns ``value`` instead of the output of one call of a module."""
+
+    def __init__(self, call: int, value: torch.Tensor):
+        self.call, self.value, self.seen = call, value, 0
+
+    def __call__(self, mod, inp, out):
+        i, self.seen = self.seen, self.seen + 1
+        if i == self.call:
+            if self.value.shape != out.shape:
+                raise ValueError(
+                    f"replacement of shape {tuple(self.value.shape)} for an "
+                    f"output of shape {tuple(out.shape)}"
+                )
+            return self.value.clone()  # downstream in-place ops must not touch the leaf
+        return None
+
+
+def forward_replacing(model, x, layer: str, value: torch.Tensor, objective):
+    """The objective's value ``(B,)`` when the activation of ``layer`` is replaced by
+    ``value`` (same shape), differentiable with respect to ``value``."""
+    hooks.trace(model, x).shape(layer)  # validates the name (reused modules, typos)
+    base, call = hooks.parse(layer)
+    hook = _Replace(call or 0, value)
+    with hooks.hooks_on([(hooks.module_for(model, layer), hook)]):
+        s, _ = scores(model, x, objective)
+    return s
+
+
+class LayerIntegratedGradients(Attribution):
+    """IG in the activation space of ``layer`` (module docstring).
+
+    Options as :meth:`IntegratedGradients.attribute` (``baselines`` are *input*
+    baselines, mapped through the network to ``A′``), plus ``layer``, ``reduce``,
+    ``upsample``. ``return_delta``: also ``Σ R − (F(A) − mean_j F(A′_j))`` per item.
+    """
+
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target=None,
+        *,
+        layer: str | None = None,
+        baselines="black",
+        steps: int = 50,
+        method: str = "gausslegendre",
+        n_baselines: int = 1,
+        reduce: str | None = None,
+        upsample: bool = False,
+        internal_batch_size: int | None = None,
+        return_delta: bool = False,
+        generator: torch.Generator | int | None = None,
+    ):
+        x = inputs.detach()
+        layer = layer or conv_layer(self.model, x)
+        tgt = Target(self.model, x, target)
+        base = make_baselines(baselines, x, self.info, _gen(generator), n_baselines)
+        n_base, b = base.shape[0], x.shape[0]
+        with torch.no_grad():
+            acts = hooks.capture(self.model, torch.cat([x, base.flatten(0, 1)]), [layer])
+            all_a = acts[layer].detach()
+        a, a0 = all_a[:b], all_a[b:].view(n_base, b, *all_a.shape[1:])
+        alphas, weights = quadrature(method, steps)
+        alphas, weights = alphas.to(a.dtype), weights.to(a.dtype)
+        size = internal_batch_size or default_rows(b)
+        total = torch.zeros_like(a0)
+        flat_total, flat_a0 = total.view(n_base * b, *a.shape[1:]), a0.view(-1, *a.shape[1:])
+        rows = len(alphas) * n_base * b
+        for sl in row_chunks(rows, size):
+            r = torch.arange(sl.start, sl.stop)
+            item, pair, step = r % b, r % (n_base * b), r // (n_base * b)
+            start = flat_a0[pair.to(a.device)]
+            al = alphas[step].to(a.device).view(-1, *([1] * (a.dim() - 1)))
+            value = (start + al * (a[item.to(a.device)] - start)).requires_grad_(True)
+            s = forward_replacing(self.model, x[item.to(x.device)], layer, value, tgt.rows(item))
+            (g,) = torch.autograd.grad(s.sum(), value)
+            flat_total.index_add_(0, pair.to(a.device), weights[step].to(a.device).view_as(al) * g)
+        attr = ((a.unsqueeze(0) - a0) * total).mean(0)
+        out = _reduce(attr, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
+        if not return_delta:
+            return out
+        ends = torch.cat([a.unsqueeze(0), a0]).flatten(0, 1)  # (1 + N)·B activations
+        values = []
+        with torch.no_grad():
+            for sl in row_chunks(ends.shape[0], size):
+                item = torch.arange(sl.start, sl.stop) % b
+                values.append(
+                    forward_replacing(
+                        self.model, x[item.to(x.device)], layer, ends[sl], tgt.rows(item)
+                    )
+                )
+        f = torch.cat(values).view(n_base + 1, b)
+        return out, attr.flatten(1).sum(1) - (f[0] - f[1:].mean(0))
+
+
+def _gen(seed):
+    return generator(seed)
+
+
+def top_channels(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target=None,
+    layer: str | None = None,
+    k: int = 8,
+    *,
+    method: str = "gradient_x_activation",
+    absolute: bool = False,
+    **options,
+) -> torch.return_types.topk:
+    """The ``k`` channels of ``layer`` that contribute most to the target, per item:
+    ``torch.topk`` of the per-channel attribution ``Σ_{y,x} R[b, c, y, x]``, largest
+    first (``values`` and ``indices``, each ``(B, k)``). ``method``:
+    ``"gradient_x_activation"`` or ``"integrated_gradients"`` (``options`` go to it).
+    ``absolute=True`` ranks by ``|R|`` (evidence for or against); values stay signed.
+    """
+    methods = {
+        "gradient_x_activation": LayerGradientXActivation,
+        "integrated_gradients": LayerIntegratedGradients,
+    }
+    if method not in methods:
+        raise ValueError(f"method must be one of {', '.join(methods)}, not {method!r}")
+    per_channel = methods[method](model).attribute(
+        inputs, target, layer=layer, reduce="channel", **options
+    )
+    k = min(k, per_channel.shape[1])
+    key = per_channel.abs() if absolute else per_channel
+    idx = key.topk(k, dim=1).indices
+    return torch.return_types.topk((per_channel.gather(1, idx), idx))
