@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fvis.hooks import OUTPUT
+from fvis.transforms import gaussian_blur
 
 __all__ = [
     "IMAGE",
@@ -350,17 +351,6 @@ def total_variation(layer: str = IMAGE, *, batch: int | None = None) -> Objectiv
     return _make(fn, [layer], f"tv({layer})", batch)
 
 
-def _gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    k = torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    k = k / k.sum()
-    c = t.shape[1]
-    t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
-    t = F.conv2d(t, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(t, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def blur(layer: str = IMAGE, sigma: float = 1.0, *, batch: int | None = None) -> Objective:
     """``0.5 · mean (x - stopgrad(blur_σ(x)))²`` (a penalty: subtract it). Its gradient
     ``x - blur(x)`` pulls each step towards a blurred copy, as Lucid's
@@ -368,7 +358,7 @@ def blur(layer: str = IMAGE, sigma: float = 1.0, *, batch: int | None = None) ->
 
     def fn(a):
         t = _act(a, layer)
-        return 0.5 * (t - _gaussian_blur(t, sigma).detach()).pow(2).flatten(1).mean(1)
+        return 0.5 * (t - gaussian_blur(t, sigma).detach()).pow(2).flatten(1).mean(1)
 
     return _make(fn, [layer], f"blur({layer}, σ={sigma:g})", batch)
 

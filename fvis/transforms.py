@@ -12,6 +12,7 @@ weight), jitter 4.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 __all__ = [
     "Transform",
     "compose",
+    "gaussian_blur",
     "jitter",
     "pad",
     "random_rotate",
@@ -94,6 +96,17 @@ def random_rotate(angles: Sequence[float]) -> Transform:
     """Rotate by an angle (degrees) drawn from ``angles``."""
     angles = list(angles)
     return lambda x, g: rotate(x, _choice(angles, g))
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, border: str = "reflect") -> torch.Tensor:
+    """Gaussian blur of (B, C, H, W) with std ``sigma`` px: separable kernel of radius
+    ``max(1, ceil(3σ))``, edges ``"reflect"`` or ``"replicate"`` (kornia; differentiable)."""
+    if sigma <= 0:
+        return x.clone()
+    from kornia.filters import gaussian_blur2d
+
+    size = 2 * max(1, math.ceil(3 * sigma)) + 1
+    return gaussian_blur2d(x, (size, size), (float(sigma), float(sigma)), border_type=border)
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:

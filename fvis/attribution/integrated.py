@@ -25,22 +25,20 @@ Baselines are model inputs (normalized), built per channel from the valid range
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fvis.attribution.base import Attribution, gradients, scores
 from fvis.attribution.gradient import Target, default_rows, row_chunks
 from fvis.models.info import ModelInfo
+from fvis.transforms import gaussian_blur
 
 __all__ = [
     "IntegratedGradients",
     "baseline",
-    "gaussian_blur",
     "generator",
     "make_baselines",
     "quadrature",
@@ -68,21 +66,6 @@ def _rand(kind: str, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     draw = torch.randn if kind == "normal" else torch.rand
     t = draw(like.shape, generator=gen, device=gen.device, dtype=like.dtype)
     return t.to(like.device)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with std ``sigma`` px, kernel radius
-    ``ceil(3σ)``, edges replicated."""
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, math.ceil(3 * sigma))
-    k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    t = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    t = F.conv2d(t, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(t, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def baseline(name: str, **params) -> Callable:
@@ -122,7 +105,7 @@ def _blur(x, gen, info, sigma: float | None = None):
     # Default σ: 1/16 of the image side, 14 px at 224 px, 1.75 px at 28 px: strong enough
     # to remove edges, weak enough to keep the colour layout (Distill's "blurred" baseline).
     sigma = max(x.shape[-2:]) / 16 if sigma is None else sigma
-    return gaussian_blur(x.detach(), sigma)
+    return gaussian_blur(x.detach(), sigma, border="replicate")
 
 
 def _uniform(x, gen, info):
