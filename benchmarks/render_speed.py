@@ -78,7 +78,7 @@ def render_step_time(model, objective, batch, steps, transforms, device) -> floa
         sync(device)
         return time.perf_counter() - t
 
-    run(steps)  # warm-up: caches the per-size traces
+    run(2 * steps)  # warm-up: every transformed size seen below is traced and cached
     return (run(2 * steps) - run(steps)) / steps
 
 
@@ -117,8 +117,11 @@ def main() -> None:
         full = early + 0 * O.class_logit(0)  # forces the whole network, as Lucent runs it
         for batch in (1, 8):
             for tf in (None, "standard"):
-                sizes = [128] * args.steps if tf is None else transformed_sizes(args.steps)
+                # the sizes render's transforms produce in steps steps+1 … 2·steps
+                sizes = [128] * args.steps if tf is None else transformed_sizes(
+                    2 * args.steps)[args.steps:]
                 bare, fv, fl = [], [], []
+                bare_step_time(trunk, transformed_sizes(2 * args.steps), batch, 7, device)
                 for _ in range(args.repeats):
                     bare.append(bare_step_time(trunk, sizes, batch, 7, device))
                     fv.append(render_step_time(model, early, batch, args.steps, tf, device))

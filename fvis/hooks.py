@@ -297,7 +297,6 @@ def capture(
     if retain_grads and INPUT in acts and x.requires_grad:
         x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
 
-    mods = dict(model.named_modules())
     counters = dict.fromkeys(wanted, 0)
 
     def make_hook(module_name: str):
@@ -317,7 +316,7 @@ def capture(
 
         return hook
 
-    with hooks_on((mods[m], make_hook(m)) for m in wanted):
+    with hooks_on((model.get_submodule(m), make_hook(m)) for m in wanted):
         try:
             out = model(x)
         except _Stop:
