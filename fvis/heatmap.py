@@ -178,9 +178,7 @@ def to_array(rgb: torch.Tensor) -> np.ndarray:
 
 def to_pil(rgb: torch.Tensor):
     """RGB in [0, 1] → a ``PIL.Image`` for ``(3, H, W)``, a list of them for a batch."""
-    from PIL import Image
+    from fvis.image import to_pil as images_to_pil
 
-    arr = to_array(rgb)
-    if arr.ndim == 3:
-        return Image.fromarray(arr)
-    return [Image.fromarray(a) for a in arr]
+    out = images_to_pil(rgb)
+    return out[0] if rgb.dim() == 3 else out
