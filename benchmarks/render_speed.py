@@ -118,8 +118,11 @@ def main() -> None:
         for batch in (1, 8):
             for tf in (None, "standard"):
                 # the sizes render's transforms produce in steps steps+1 … 2·steps
-                sizes = [128] * args.steps if tf is None else transformed_sizes(
-                    2 * args.steps)[args.steps:]
+                sizes = (
+                    [128] * args.steps
+                    if tf is None
+                    else transformed_sizes(2 * args.steps)[args.steps :]
+                )
                 bare, fv, fl = [], [], []
                 bare_step_time(trunk, transformed_sizes(2 * args.steps), batch, 7, device)
                 for _ in range(args.repeats):

@@ -59,8 +59,9 @@ def main() -> None:
         tiles.append(heatmap.to_pil(heatmap.colorize(r.detach())))
     s, pad, head = args.size, 4, 28
     font = ImageFont.load_default()
-    canvas = Image.new("RGB", (len(tiles) * (s + pad) + pad, head + len(images) * (s + pad)),
-                       "white")
+    canvas = Image.new(
+        "RGB", (len(tiles) * (s + pad) + pad, head + len(images) * (s + pad)), "white"
+    )
     draw = ImageDraw.Draw(canvas)
     for c, column in enumerate(tiles):
         title = "input" if c == 0 else COLUMNS[c - 1][1]
