@@ -9,7 +9,7 @@
 >>> result = fvis.render(model, obj.channel("conv3", 5) - 0.05 * obj.total_variation())
 """
 
-from fvis import objectives, param, transforms
+from fvis import codespace, objectives, param, transforms
 from fvis.hooks import LayerError, capture, layers
 from fvis.models import load_model
 from fvis.render import RenderResult, render
@@ -18,6 +18,7 @@ __all__ = [
     "LayerError",
     "RenderResult",
     "capture",
+    "codespace",
     "layers",
     "load_model",
     "objectives",
