@@ -109,7 +109,9 @@ def _init_codes(gen: GeneratorInfo, batch: int, init, scale: float, rng, device,
         mean, _ = gen.stats(torch.zeros((), device=device))
         return project(mean.expand(batch, *gen.code_shape).clone())
     if init == "random":
-        return gen.sample(batch, rng, device=device, scale=scale)
+        # the Gaussian prior (mean, std), not a fitted sampling mixture: a start near the
+        # mean that the objective moves, not a finished digit
+        return gen.sample(batch, rng, device=device, scale=scale, mixture=False)
     raise ValueError(f"init must be 'random', 'mean' or a tensor of codes, not {init!r}")
 
 

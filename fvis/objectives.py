@@ -33,7 +33,6 @@ from fvis.transforms import gaussian_blur
 __all__ = [
     "IMAGE",
     "Objective",
-    "as_objective",
     "blur",
     "channel",
     "channel_interpolate",
@@ -409,27 +408,3 @@ def one_per_item(objectives: Sequence[Objective]) -> Objective:
         total = total + o.on(i)
     total.name = " | ".join(o.name for o in objectives)
     return total
-
-
-def as_objective(target) -> Objective:
-    """An objective from an attribution-style target: an ``Objective`` (as is), an int
-    (that class's logit), or a tensor of per-item class indices ``(B,)``."""
-    if isinstance(target, Objective):
-        return target
-    if isinstance(target, numbers.Integral):
-        return class_logit(int(target))
-    if isinstance(target, torch.Tensor | Sequence):
-        idx = torch.as_tensor(target, dtype=torch.long).flatten()
-
-        def fn(a):
-            out = _act(a, OUTPUT)
-            if idx.numel() != out.shape[0]:
-                raise ValueError(f"target has {idx.numel()} entries for a batch of {out.shape[0]}")
-            out = out.flatten(2).mean(2) if out.dim() > 2 else out
-            return out.gather(1, idx.to(out.device).view(-1, 1)).squeeze(1)
-
-        return Objective(fn, [OUTPUT], f"class({idx.tolist()})")
-    raise TypeError(
-        f"target must be an int, a tensor of class indices or an Objective, "
-        f"not {type(target).__name__}"
-    )

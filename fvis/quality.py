@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fvis.attribution.base import Attribution, scores, upsample
-from fvis.attribution.gradient import Target, row_chunks
+from fvis.attribution.base import Attribution, Target, row_chunks, scores, upsample
 from fvis.attribution.integrated import generator as make_generator
 from fvis.attribution.integrated import make_baselines
 from fvis.attribution.layer import execution_order

@@ -6,7 +6,10 @@ A generator is any ``nn.Module`` mapping a code batch ``(N, *code_shape)`` to im
 ``generator.fvis_generator``: the code shape, the prior codes are drawn from, bounds on
 the code (measured from real data where an encoder allows), the output range and the
 resolution. It may also have an ``encode(images) -> codes`` method (images in [0, 1] at
-its resolution), an approximate inverse used to measure bounds and by PPGN's prior term.
+its resolution), an approximate inverse used to measure bounds and by PPGN's prior term,
+and a *sampling prior* fitted to the encoded training data (:mod:`fit_prior`: a
+Gaussian mixture), which :meth:`GeneratorInfo.sample` draws from: a VAE's codes of real
+images are not ``N(0, I)``, and sampling that Gaussian gives many shapes between digits.
 
 ======================  =============================================================
 name                    generator
@@ -23,6 +26,8 @@ name                    generator
 ((16,), (1, 28, 28))
 >>> g(torch.zeros(1, 16)).shape
 torch.Size([1, 1, 28, 28])
+>>> g(g.fvis_generator.sample(8, torch.Generator().manual_seed(0))).shape  # random digits
+torch.Size([8, 1, 28, 28])
 
 Your own generator: ``declare(my_net, code_shape=(128,), size=(3, 64, 64),
 output_range=(-1, 1))`` attaches the interface; it then works everywhere a bundled one
@@ -31,6 +36,7 @@ does (:class:`fvis.codespace.GeneratorParam`, :func:`fvis.codespace.maximize`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -66,6 +72,11 @@ class GeneratorInfo:
     ``radius``: optional bound on ``‖code − mean‖₂``. ``output_range``: the range of
     the generator's images, mapped to [0, 1] by the adapters. ``size``: ``(C, H, W)``
     of its images. ``bounds_from``: where the bounds came from, in words.
+    ``mixture``: optional sampling prior fitted to encoded real data (see
+    :mod:`fvis.generators.fit_prior`), ``{"weights" (K,), "means" (K, *code_shape
+    flattened), "scale_tril" (K, D, D)}`` of a Gaussian mixture; when declared,
+    :meth:`sample` draws from it (``prior``, ``mean`` and ``std`` still define the code
+    decay, PPGN's Gaussian score and the starting codes of code-space search).
     """
 
     code_shape: tuple[int, ...]
@@ -80,6 +91,7 @@ class GeneratorInfo:
     bounds_from: str = ""
     name: str = ""
     extra: dict = field(default_factory=dict)
+    mixture: dict | None = None
 
     def __post_init__(self):
         if self.prior not in ("normal", "uniform"):
@@ -89,6 +101,15 @@ class GeneratorInfo:
         lo, hi = self.output_range
         if not hi > lo:
             raise ValueError(f"output_range must be (low, high) with high > low, not {lo, hi}")
+        if self.mixture is not None:
+            d = math.prod(self.code_shape)
+            k = len(self.mixture["weights"])
+            shapes = (self.mixture["means"].shape, self.mixture["scale_tril"].shape)
+            if shapes != ((k, d), (k, d, d)):
+                raise ValueError(
+                    f"mixture of {k} components needs means ({k}, {d}) and scale_tril "
+                    f"({k}, {d}, {d}), not {tuple(shapes[0])} and {tuple(shapes[1])}"
+                )
 
     def with_(self, **changes) -> GeneratorInfo:
         return replace(self, **changes)
@@ -101,14 +122,30 @@ class GeneratorInfo:
         return mean, std
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, *, device=None, scale: float = 1.0
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        device=None,
+        scale: float = 1.0,
+        mixture: bool | None = None,
     ) -> torch.Tensor:
-        """``n`` codes from the prior, ``(n, *code_shape)``; ``scale`` shrinks them towards
-        the mean (truncation), clipped to the bounds. Drawn on the CPU from ``generator``
-        so a seed gives the same codes on any device."""
+        """``n`` codes from the prior, ``(n, *code_shape)``, clipped to the bounds: from the
+        fitted sampling prior ``mixture`` when declared (``mixture=None``/``True``), each
+        code shrunk by ``scale`` towards its component's mean (truncation), else (or with
+        ``mixture=False``) from ``prior``, shrunk by ``scale`` towards ``mean``. Drawn on
+        the CPU from ``generator`` so a seed gives the same codes on any device."""
         ref = torch.zeros((), device=device)
         mean, std = self.stats(ref)
         shape = (n, *self.code_shape)
+        if mixture and self.mixture is None:
+            raise ValueError("this generator declares no sampling mixture (see fit_prior)")
+        if self.mixture is not None and mixture is not False:
+            m = self.mixture
+            comp = torch.multinomial(m["weights"].float(), n, replacement=True, generator=generator)
+            eps = torch.randn(n, m["means"].shape[1], generator=generator)
+            z = m["means"][comp] + scale * (m["scale_tril"][comp] @ eps[..., None])[..., 0]
+            return self.clip(z.view(shape).to(ref.device))
         if self.prior == "normal":
             z = torch.randn(shape, generator=generator).to(ref.device)
             z = mean + scale * std * z
@@ -155,10 +192,13 @@ def declare(
     radius: float | None = None,
     bounds_from: str = "declared",
     name: str = "",
+    mixture: dict | None = None,
 ) -> nn.Module:
     """Attach a :class:`GeneratorInfo` to ``generator`` (as ``generator.fvis_generator``)
     and return it. ``code_shape`` is an int or a tuple; ``size`` is ``(C, H, W)`` or
-    ``(H, W)`` (one channel). Bounds may be numbers or tensors of ``code_shape``."""
+    ``(H, W)`` (one channel). Bounds may be numbers or tensors of ``code_shape``.
+    ``mixture``: a sampling prior, e.g. ``fvis.generators.fit_prior.fit_prior(encode,
+    images)`` (optional)."""
     code_shape = (code_shape,) if isinstance(code_shape, int) else tuple(code_shape)
     size = tuple(int(s) for s in size)
     if len(size) == 2:
@@ -181,8 +221,19 @@ def declare(
         radius=radius,
         bounds_from=bounds_from,
         name=name or type(generator).__name__,
+        mixture=_mixture(mixture),
     )
     return generator
+
+
+def _mixture(sampler: dict | None) -> dict | None:
+    """The tensors of a stored sampling prior (:func:`fit_prior.fit_prior`'s dict)."""
+    if sampler is None:
+        return None
+    return {k: torch.as_tensor(sampler[k], dtype=torch.float32) for k in _MIXTURE_KEYS}
+
+
+_MIXTURE_KEYS = ("weights", "means", "scale_tril")
 
 
 def info(generator: nn.Module) -> GeneratorInfo:
@@ -286,7 +337,12 @@ def load(name: str | os.PathLike = "mnist", *, device=None, encoder: bool = True
             f"{100 * c['radius_quantile']:g}th percentile of the distance to the mean"
         ),
         name=ckpt.get("name", str(name)),
-        extra={"train": ckpt.get("train", {}), "metrics": ckpt.get("metrics", {})},
+        extra={
+            "train": ckpt.get("train", {}),
+            "metrics": ckpt.get("metrics", {}),
+            "sampler": {k: v for k, v in ckpt.get("sampler", {}).items() if k not in _MIXTURE_KEYS},
+        },
+        mixture=_mixture(ckpt.get("sampler")),
     )
     gen.eval()
     for p in gen.parameters():

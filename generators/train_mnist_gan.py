@@ -19,7 +19,9 @@ Losses, per image (sums over pixels / code elements, means over the batch):
 Deterministic: one seed (``--seed``) drives initialization, batch order and noise;
 the same command reproduces the weights bit for bit on the same machine and PyTorch.
 After training, code bounds are measured on the encoded training images (see
-:func:`fvis.generators.code_stats`) and stored in the checkpoint, written atomically.
+:func:`fvis.generators.code_stats`) and a sampling prior, a Gaussian mixture, is fitted
+to the same codes (:func:`fvis.generators.fit_prior.fit_prior`, ``--components``); both
+are stored in the checkpoint, written atomically.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from fvis.generators import WEIGHTS_DIR, code_stats
+from fvis.generators.fit_prior import COMPONENTS, fit_prior
 from fvis.generators.mnist_gan import Discriminator, Encoder, Generator
 from fvis.io import atomic_save
 
@@ -146,15 +149,17 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(G, E, test: torch.Tensor | None, stats: dict, seed: int) -> dict:
-    """Reconstruction error on held-out images and pixel statistics of prior samples."""
+def evaluate(G, E, test: torch.Tensor | None, sampler: dict, seed: int) -> dict:
+    """Reconstruction error on held-out images and pixel statistics of 1,000 samples of
+    the sampling prior (the fitted Gaussian mixture ``sampler``)."""
     metrics = {}
     if test is not None:
         rec = G(E(test)[0])
         metrics["test_recon_mse"] = round(float((rec - test).pow(2).mean()), 5)
-    z = stats["mean"] + stats["std"] * torch.randn(
-        1000, len(stats["mean"]), generator=torch.Generator().manual_seed(seed)
-    )
+    rng = torch.Generator().manual_seed(seed)
+    comp = torch.multinomial(sampler["weights"], 1000, replacement=True, generator=rng)
+    eps = torch.randn(1000, sampler["means"].shape[1], generator=rng)
+    z = sampler["means"][comp] + (sampler["scale_tril"][comp] @ eps[..., None])[..., 0]
     x = G(z)
     # Fraction of "ink" pixels that are decided (< 0.1 or > 0.9): sharp digits score high.
     metrics["sample_decided_pixels"] = round(float(((x < 0.1) | (x > 0.9)).float().mean()), 4)
@@ -185,6 +190,12 @@ def main(argv=None) -> None:
     p.add_argument("--feat", type=float, default=1.0)
     p.add_argument("--adv", type=float, default=16.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--components",
+        type=int,
+        default=COMPONENTS,
+        help="components of the sampling prior's Gaussian mixture (at most the image count)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: bit-exact)")
     args = p.parse_args(argv)
     if args.out is None and args.data != "mnist":
@@ -231,7 +242,10 @@ def _run(args) -> None:
     r = train(images, **hp)
     G, E = r["G"], r["E"]
     stats = code_stats(lambda x: E(x)[0], images)
-    metrics = evaluate(G, E, test, stats, args.seed)
+    sampler = fit_prior(
+        lambda x: E(x)[0], images, k=min(args.components, len(images)), seed=args.seed
+    )
+    metrics = evaluate(G, E, test, sampler, args.seed)
     print(f"trained in {r['time_s']:.0f} s; metrics {metrics}")
     atomic_save(
         {
@@ -248,6 +262,7 @@ def _run(args) -> None:
             "generator": G.state_dict(),
             "encoder": E.state_dict(),
             "code": stats,
+            "sampler": sampler,
             "train": {
                 "data": data_desc,
                 "hyperparameters": hp,

@@ -45,7 +45,6 @@ def test_exact_values_on_hand_set_net(tiny):
     close(O.direction_neuron("0", [1.0, 1.0], x=0, y=0), tiny, [1.5, -7.5])
     close(O.class_logit(1), tiny, [-7.5, -25.5])
     close(O.class_logit("b"), tiny, [-7.5, -25.5])  # by label name
-    close(O.as_objective(torch.tensor([0, 1])), tiny, [5.0, -25.5])
     close(O.channel_interpolate("0", 0, "0", 1), tiny, [5.0, -25.5])
     close(O.total_variation(), tiny, [4.0, 4.0])  # |dx| = 1, |dy| = 3 on the ramp
     close(O.l1(), tiny, [4.0, 13.0])

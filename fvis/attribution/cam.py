@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvis import hooks
-from fvis.attribution.base import Attribution, gradients, upsample
-from fvis.attribution.gradient import Target, row_chunks
+from fvis.attribution.base import Attribution, Target, gradients, row_chunks, upsample
 from fvis.attribution.layer import conv_layer, execution_order
 
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM"]

@@ -11,167 +11,16 @@ the real inputs and re-addressed to expanded batches, and :func:`row_chunks`.
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterator, Sequence
-
 import torch
-from torch import nn
 
-from fvis import hooks
-from fvis.attribution.base import Attribution, gradients
-from fvis.hooks import OUTPUT
-from fvis.models.info import info as model_info
-from fvis.objectives import Objective
+from fvis.attribution.base import Attribution, Target, gradients, row_chunks
 
 __all__ = [
     "Gradient",
     "GradientXInput",
     "Saliency",
     "Sensitivity",
-    "Target",
-    "class_target",
-    "row_chunks",
 ]
-
-# Rows (model inputs) per forward pass when a method expands the batch (steps, noise
-# samples, perturbations) and the caller gives no internal_batch_size: at least the
-# batch, else the largest multiple of it not above this. 64 MNIST digits or 64 images
-# at 224 px through a ResNet-18 with gradients fit in a few GiB.
-DEFAULT_ROWS = 64
-
-
-def default_rows(batch: int) -> int:
-    """Rows per forward pass for an expansion of a batch of ``batch`` items."""
-    return batch * max(1, DEFAULT_ROWS // batch)
-
-
-def row_chunks(n_rows: int, size: int | None) -> Iterator[slice]:
-    """Consecutive slices of ``range(n_rows)`` of at most ``size`` rows (all if None)."""
-    if size is not None and size < 1:
-        raise ValueError(f"internal_batch_size must be ≥ 1, not {size}")
-    size = n_rows if size is None else size
-    for start in range(0, n_rows, size):
-        yield slice(start, min(start + size, n_rows))
-
-
-class _Classes(Objective):
-    """Class logits ``out[r, classes[r]]`` of a batch; keeps ``classes`` so that an
-    expansion method can re-address it to its own rows."""
-
-    __slots__ = ("classes",)
-
-    def __init__(self, classes: torch.Tensor):
-        self.classes = classes
-
-        def fn(a):
-            out = a[OUTPUT]
-            if out.dim() != 2:
-                raise ValueError(
-                    f"a class target needs a model output of shape (B, classes); this model "
-                    f"returns {tuple(out.shape)}. Pass an Objective as target instead."
-                )
-            n = out.shape[1]
-            if classes.numel() != out.shape[0]:
-                raise ValueError(f"target has {classes.numel()} classes for {out.shape[0]} rows")
-            bad = (classes >= n) | (classes < -n)
-            if bad.any():
-                raise IndexError(
-                    f"target class {classes[bad][0].item()} is out of range for a model with "
-                    f"{n} outputs (valid: 0..{n - 1})"
-                )
-            return out.gather(1, classes.to(out.device).view(-1, 1)).squeeze(1)
-
-        shown = classes.tolist() if classes.numel() <= 8 else f"{classes.numel()} classes"
-        super().__init__(fn, [OUTPUT], f"class({shown})")
-
-
-def class_target(classes) -> Objective:
-    """The objective ``out[b, classes[b]]`` for a per-item class tensor ``(B,)``."""
-    return _Classes(torch.as_tensor(classes, dtype=torch.long).flatten())
-
-
-def _grouped(objective: Objective, batch: int, groups: int) -> Objective:
-    """``objective`` evaluated on each of ``groups`` consecutive blocks of ``batch`` rows,
-    so an objective that addresses batch positions (``.on(i)``) still sees batch-shaped
-    activations."""
-    if groups == 1:
-        return objective
-
-    def fn(a):
-        values = []
-        for g in range(groups):
-            sub = hooks.Activations({k: v[g * batch : (g + 1) * batch] for k, v in a.items()})
-            sub.info, sub.grads, sub.output = getattr(a, "info", None), {}, None
-            values.append(objective(sub))
-        return torch.cat(values)
-
-    return Objective(fn, objective.layers, objective.name)
-
-
-class Target:
-    """A target resolved once on the real inputs ``(B, ...)`` and re-addressed to the
-    rows of an expanded batch (each row a perturbed copy of one item).
-
-    ``None`` becomes each item's predicted class (on the unperturbed inputs); an int, a
-    class name or a ``(B,)`` tensor becomes per-item classes; any other
-    :class:`~fvis.objectives.Objective` is kept and evaluated per block of ``B`` rows
-    (exact when a chunk holds whole blocks; a chunk smaller than the batch evaluates it
-    on a sub-batch, which is right for per-item objectives such as ``channel`` or
-    ``neuron`` but not for ``.on(i)``).
-    """
-
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, target):
-        self.batch = inputs.shape[0]
-        self.classes: torch.Tensor | None = None
-        self.objective: Objective | None = None
-        if isinstance(target, _Classes):
-            target = target.classes
-        if isinstance(target, Objective):
-            self.objective = target
-            return
-        if target is None:
-            with torch.no_grad():
-                out = model(inputs)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"target=None means each item's predicted class, which needs an output of "
-                    f"shape (B, classes); this model returns {shape}. Pass an Objective."
-                )
-            classes = out.argmax(1)
-        elif isinstance(target, str):
-            classes = torch.tensor([model_info(model).label_index(target)])
-        elif isinstance(target, numbers.Integral):
-            classes = torch.tensor([int(target)])
-        elif isinstance(target, torch.Tensor | Sequence):
-            classes = torch.as_tensor(target)
-            if classes.is_floating_point() or classes.is_complex():
-                raise TypeError(f"target classes must be integers, not {classes.dtype}")
-            classes = classes.long().flatten()
-        else:
-            raise TypeError(
-                "target must be None, an int, a class name, a tensor of per-item classes or "
-                f"an Objective, not {type(target).__name__}"
-            )
-        if classes.numel() == 1:
-            classes = classes.expand(self.batch)
-        if classes.numel() != self.batch:
-            raise ValueError(f"target has {classes.numel()} classes for a batch of {self.batch}")
-        self.classes = classes.to(inputs.device)
-
-    def rows(self, items: torch.Tensor) -> Objective:
-        """The objective for an expanded batch whose row ``r`` is a copy of item
-        ``items[r]``."""
-        if self.classes is not None:
-            return _Classes(self.classes[items.to(self.classes.device)])
-        b, n = self.batch, items.numel()
-        if n % b == 0 and torch.equal(items.cpu(), torch.arange(b).repeat(n // b)):
-            return _grouped(self.objective, b, n // b)
-        return self.objective
-
-    def all(self) -> Objective:
-        """The objective for the unexpanded batch."""
-        return self.rows(torch.arange(self.batch))
 
 
 class _GradientMethod(Attribution):

@@ -31,8 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fvis.attribution.base import Attribution, gradients, scores
-from fvis.attribution.gradient import Target, default_rows, row_chunks
+from fvis.attribution.base import Attribution, Target, default_rows, gradients, row_chunks, scores
 from fvis.models.info import ModelInfo
 from fvis.transforms import gaussian_blur
 

@@ -26,8 +26,15 @@ import torch
 from torch import nn
 
 from fvis import hooks
-from fvis.attribution.base import Attribution, gradients, scores, upsample
-from fvis.attribution.gradient import Target, default_rows, row_chunks
+from fvis.attribution.base import (
+    Attribution,
+    Target,
+    default_rows,
+    gradients,
+    row_chunks,
+    scores,
+    upsample,
+)
 from fvis.attribution.integrated import generator, make_baselines, quadrature
 
 __all__ = [

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fvis.attribution.base import Attribution
-from fvis.attribution.gradient import Gradient, Target, default_rows, row_chunks
+from fvis.attribution.base import Attribution, Target, default_rows, row_chunks
+from fvis.attribution.gradient import Gradient
 from fvis.attribution.integrated import _rand, generator, valid_range
 
 __all__ = ["SmoothGrad", "SmoothGradSquared", "VarGrad"]
