@@ -5,7 +5,9 @@
 with ``upsample=True``). ``inputs`` are model inputs (already normalized, as the
 model takes them). ``target`` is an int class, a per-item tensor of classes, any
 :class:`fvis.objectives.Objective` (so a hidden channel can be explained), or
-``None`` for each item's predicted class.
+``None`` for each item's predicted class. :class:`Target` resolves it once on the real
+inputs and re-addresses it to expanded batches (IG steps, noise samples), which are
+processed in chunks of ``internal_batch_size`` rows (:func:`row_chunks`).
 """
 
 from __future__ import annotations

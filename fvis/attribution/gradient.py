@@ -3,10 +3,6 @@
 Each reads ``∂f/∂x`` by plain autograd through the hook layer, so in-place ReLUs,
 functional activations and reused modules need no special care. ``f`` is the
 target's score (a class logit by default; any :class:`fvis.objectives.Objective`).
-
-This module also holds what the expansion methods (Integrated Gradients,
-SmoothGrad, the quality measures) share: :class:`Target`, a target resolved once on
-the real inputs and re-addressed to expanded batches, and :func:`row_chunks`.
 """
 
 from __future__ import annotations
