@@ -194,7 +194,7 @@ def main(argv=None) -> None:
         "--components",
         type=int,
         default=COMPONENTS,
-        help="components of the sampling prior's Gaussian mixture (at most the image count)",
+        help="components of the sampling prior's Gaussian mixture (at most 1 per 100 images)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: bit-exact)")
     args = p.parse_args(argv)
@@ -242,9 +242,7 @@ def _run(args) -> None:
     r = train(images, **hp)
     G, E = r["G"], r["E"]
     stats = code_stats(lambda x: E(x)[0], images)
-    sampler = fit_prior(
-        lambda x: E(x)[0], images, k=min(args.components, len(images)), seed=args.seed
-    )
+    sampler = fit_prior(lambda x: E(x)[0], images, k=args.components, seed=args.seed)
     metrics = evaluate(G, E, test, sampler, args.seed)
     print(f"trained in {r['time_s']:.0f} s; metrics {metrics}")
     atomic_save(

@@ -17,8 +17,9 @@ Printed: p(k) under both classifiers, and how many classes pass p > 0.99 (``fvis
 and p > 0.9 (``fvis:mnist-mlp``). ``--diversity`` renders a batch of 8 codes per digit
 with and without ``diversity("pool2")`` and prints the mean pairwise RMS distance of the
 images. ``--figures DIR`` (implies ``--diversity``) writes ``generator_samples.png``
-(80 prior samples) and ``codespace_classes.png`` (rows: code space; the three items
-of the diverse batch with the highest p(k) under ``fvis:mnist``; pixel space).
+(80 samples of the generator's sampling prior) and ``codespace_classes.png`` (rows:
+code space; the three items of the diverse batch with the highest p(k) under
+``fvis:mnist``; pixel space).
 """
 
 from __future__ import annotations
