@@ -108,6 +108,13 @@ def normalize(
     return (m.clamp(min=0) / v).clamp(0, 1), False
 
 
+def _colored(m: torch.Tensor, cmap, signed, vmax, percentile) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps (B, H, W) → (RGB (B, 3, H, W), normalized values (B, H, W))."""
+    t, signed = normalize(m, signed=signed, vmax=vmax, percentile=percentile)
+    rgb = _apply((t + 1) / 2 if signed else t, cmap or (DIVERGING if signed else SEQUENTIAL))
+    return rgb, t
+
+
 def colorize(
     maps: torch.Tensor,
     cmap: str | None = None,
@@ -121,9 +128,7 @@ def colorize(
     Signed maps: ``cmap`` default ``"rdbu"``, 0 at the centre colour; unsigned: default
     ``"inferno"``, 0 at the first colour. See :func:`normalize`, :func:`reduce_channels`."""
     single = maps.dim() <= 3  # (H, W) or (C, H, W): one map
-    m = reduce_channels(maps, reduce)
-    t, signed = normalize(m, signed=signed, vmax=vmax, percentile=percentile)
-    rgb = _apply((t + 1) / 2 if signed else t, cmap or (DIVERGING if signed else SEQUENTIAL))
+    rgb, _ = _colored(reduce_channels(maps, reduce), cmap, signed, vmax, percentile)
     return rgb[0] if single else rgb
 
 
@@ -161,8 +166,7 @@ def overlay(
             img = img.expand(m.shape[0], -1, -1, -1)
         else:
             raise ValueError(f"{m.shape[0]} maps for {img.shape[0]} images")
-    t, signed = normalize(m, signed=signed, vmax=vmax, percentile=percentile)
-    rgb = _apply((t + 1) / 2 if signed else t, cmap or (DIVERGING if signed else SEQUENTIAL))
+    rgb, t = _colored(m, cmap, signed, vmax, percentile)
     grey = img.clamp(0, 1).mean(1, keepdim=True).expand(-1, 3, -1, -1)
     a = alpha * t.abs().unsqueeze(1)
     out = (1 - a) * grey + a * rgb
