@@ -86,6 +86,20 @@ class Trace:
     calls: dict[str, list[tuple[int, ...] | None]]
     types: dict[str, str]
     input_shape: tuple[int, ...]
+    finished: tuple[tuple[str, int], ...] = ()  # (module, call) in the order calls end
+
+    def label(self, module: str, call: int) -> str:
+        """The layer name of one call: ``module``, or ``module:call`` if it runs twice."""
+        return module if len(self.calls.get(module, ())) <= 1 else f"{module}:{call}"
+
+    def execution_order(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """``(layer name, module name, output shape)`` of every call with a tensor output,
+        in the order the calls finish (a container after its children; not the model)."""
+        return [
+            (self.label(m, c), m, self.calls[m][c])
+            for m, c in self.finished
+            if m and self.calls[m][c] is not None
+        ]
 
     def addressable(self) -> list[LayerInfo]:
         """Every name :func:`capture` accepts, in execution order."""
@@ -93,10 +107,9 @@ class Trace:
         for name, shapes in self.calls.items():
             if name == "":
                 continue
-            names = [name] if len(shapes) == 1 else [f"{name}:{i}" for i in range(len(shapes))]
-            for n, s in zip(names, shapes):
+            for i, s in enumerate(shapes):
                 if s is not None:
-                    out.append(LayerInfo(n, self.types[name], s))
+                    out.append(LayerInfo(self.label(name, i), self.types[name], s))
         root = self.calls.get("", [None])[0]
         if root is not None:
             out.append(LayerInfo(OUTPUT, self.types[""], root))
@@ -147,6 +160,7 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
         x = torch.zeros((1, *shape), device=model_device(model))
     calls: dict[str, list] = {}
     types: dict[str, str] = {}
+    finished: list[tuple[str, int]] = []
     handles = []
     for name, module in model.named_modules():  # remove_duplicate: a shared module once
         types[name] = type(module).__name__
@@ -154,6 +168,7 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
 
         def hook(mod, inp, out, name=name):
             t = _first_tensor(out)
+            finished.append((name, len(calls[name])))
             calls[name].append(tuple(t.shape[1:]) if t is not None else None)
 
         handles.append(module.register_forward_hook(hook))
@@ -164,7 +179,7 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
         for h in handles:
             h.remove()
     calls = {n: s for n, s in calls.items() if s}
-    result = Trace(calls=calls, types=types, input_shape=shape)
+    result = Trace(calls=calls, types=types, input_shape=shape, finished=tuple(finished))
     cache[shape] = result
     return result
 

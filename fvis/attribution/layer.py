@@ -20,8 +20,6 @@ Layers are addressed by hook-layer names (``"conv3"``, ``"layer4"``,
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import nn
 
@@ -65,37 +63,15 @@ _ELEMENTWISE = (
     nn.Dropout2d,
 )
 
-_ORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple]]:
     """``(layer name, module, output shape without batch)`` for every module call, in
     the order the calls *finish* (a container after its children), for inputs shaped
-    like ``x``. Names follow the hook layer (``"relu:1"`` for a module's second call).
-    Cached per model and input shape."""
-    shape = tuple(x.shape[1:])
-    cache = _ORDERS.setdefault(model, {})
-    if shape in cache:
-        return cache[shape]
-    tr = hooks.trace(model, x)
-    order: list[tuple[str, nn.Module, tuple]] = []
-    counts: dict[str, int] = {}
-
-    def make(name):
-        def hook(mod, inp, out):
-            i = counts.get(name, 0)
-            counts[name] = i + 1
-            if isinstance(out, torch.Tensor):
-                label = name if len(tr.calls.get(name, ())) <= 1 else f"{name}:{i}"
-                order.append((label, mod, tuple(out.shape[1:])))
-
-        return hook
-
-    pairs = [(m, make(n)) for n, m in model.named_modules() if n]
-    with hooks.hooks_on(pairs), torch.no_grad():
-        model(x[:1].detach())
-    cache[shape] = order
-    return order
+    like ``x``. Names follow the hook layer (``"relu:1"`` for a module's second call)."""
+    return [
+        (label, model.get_submodule(module), shape)
+        for label, module, shape in hooks.trace(model, x).execution_order()
+    ]
 
 
 def _has_conv(module: nn.Module) -> bool:
