@@ -26,7 +26,7 @@ def load(spec: str, weights: str):
     return fvis.load_model(
         spec,
         weights=None if weights == "none" else weights,
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        device=fvis.models.default_device(),
     )
 
 

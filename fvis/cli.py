@@ -52,17 +52,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    import torch
+    from fvis.models import default_device, load_model
 
-    from fvis.models import load_model
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     weights = None if str(args.weights).lower() == "none" else args.weights
     return load_model(args.model, weights=weights, device=device), device
 
 
 def _objectives(args, model):
-    """One objective per batch item, from the unit options."""
+    """One objective per batch item from the unit options, and the class index of each
+    item (``None`` unless ``--class``)."""
     from fvis import objectives as O
     from fvis.models import info
 
@@ -81,7 +80,9 @@ def _objectives(args, model):
             ]
             labels = [meta.label_index(c) for c in labels]
         units = [O.class_logit(k) for k in labels]
+        classes = labels
     elif args.layer:
+        classes = None
         if args.deepdream:
             units = [O.layer(args.layer)]
         else:
@@ -101,13 +102,14 @@ def _objectives(args, model):
     if args.negative:
         units = [-u for u in units]
     if args.batch > 1:
+        classes = classes and classes * args.batch
         if len(units) != 1:
             raise SystemExit(
                 "fvis render: --batch repeats one unit; it cannot be combined "
                 "with several channels or classes"
             )
         units = units * args.batch
-    return units
+    return units, classes
 
 
 def _penalties(args, objective):
@@ -134,7 +136,7 @@ def cmd_render(args) -> int:
     from fvis.models import info
 
     model, device = _load(args)
-    units = _objectives(args, model)
+    units, classes = _objectives(args, model)
     objective = O.one_per_item(units)
     if args.diversity:
         layer = args.layer or _last_layer(model)
@@ -185,14 +187,14 @@ def cmd_render(args) -> int:
         )
     final = result.history[-1]
     probs = None
-    if args.class_ is not None:
+    if classes is not None:
         with torch.no_grad():
             x = meta.normalize(result.images.to(device))
             probs = model(x).softmax(1).cpu()
     for i, u in enumerate(units):
         line = f"  [{i}] {u.name}: objective {final[i]:.4g}"
         if probs is not None:
-            k = meta.label_index(args.class_.split(",")[i].strip()) if args.class_ != "all" else i
+            k = classes[i]
             line += f", p(class {meta.labels[k] if meta.labels else k}) = {probs[i, k]:.4f}"
         print(line)
     print(f"saved {out.resolve()}")

@@ -183,8 +183,6 @@ def building_blocks(
 
 def main(args) -> int:
     """``fvis explain`` (see ``fvis explain --help``)."""
-    import torch as _t
-
     from fvis.cli import _load
     from fvis.image import load_image
 
@@ -203,7 +201,7 @@ def main(args) -> int:
         if args.target is None
         else (int(args.target) if args.target.isdigit() else args.target)
     )
-    _t.manual_seed(0)
+    torch.manual_seed(0)
     report = building_blocks(
         model,
         img,

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or fvis.models.default_device()
     model = fvis.load_model(args.model, device=device)
     out = Path(args.out)
     units = units_of(model, [s.strip() for s in args.layers.split(",")], args.max_channels)

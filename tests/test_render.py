@@ -141,3 +141,35 @@ def test_class_visualizations_are_recognised(mnist_model, tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "p(class" in ln]
     probs = [float(ln.rsplit("=", 1)[1]) for ln in lines]
     assert len(probs) == 10 and min(probs) > 0.9, probs
+
+
+def test_cli_class_by_index_or_name_on_a_model_with_word_labels(tmp_path, capsys):
+    """``--class 3`` is an index even when the labels are words; ``--class d`` a name."""
+    from fvis.cli import main
+    from fvis.models import MNIST_INFO, attach, save
+    from fvis.models.mnist import MnistCNN
+
+    path = tmp_path / "letters.pt"
+    save(attach(MnistCNN(), MNIST_INFO.with_(labels=tuple("abcdefghij"))), path, "fvis:mnist")
+    for spec in ("3", "d"):
+        out = tmp_path / f"{spec}.png"
+        assert (
+            main(
+                [
+                    "render",
+                    "--model",
+                    str(path),
+                    "--class",
+                    spec,
+                    "--steps",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "-q",
+                    "-o",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        assert "p(class d)" in capsys.readouterr().out and out.exists()

@@ -27,7 +27,16 @@ from torch import nn
 
 from fvis.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach, info
 
-__all__ = ["ModelInfo", "info", "attach", "load_model", "save", "BUNDLED", "WEIGHTS_DIR"]
+__all__ = [
+    "default_device",
+    "ModelInfo",
+    "info",
+    "attach",
+    "load_model",
+    "save",
+    "BUNDLED",
+    "WEIGHTS_DIR",
+]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DIGITS = tuple(str(i) for i in range(10))
@@ -54,6 +63,11 @@ BUNDLED: dict[str, tuple[Callable[[], nn.Module], str, ModelInfo]] = {
     "mnist": (_mnist_cnn, "mnist.pt", MNIST_INFO.with_(name="fvis:mnist")),
     "mnist-mlp": (_mnist_mlp, "mnist_mlp.pt", MNIST_INFO.with_(name="fvis:mnist-mlp")),
 }
+
+
+def default_device() -> str:
+    """``"cuda"`` (the current CUDA device) when one is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _prepare(model: nn.Module, meta: ModelInfo, device) -> nn.Module:
