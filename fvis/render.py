@@ -126,11 +126,10 @@ def render(
         param = image_param(w, h, channels=c, batch=batch, seed=seed)
     param = param.to(device)
     transform = T.resolve(transforms)
-    fit_size = (
-        tuple(info.input_size[1:])
-        if (size == "auto" and info.fixed_size)
-        else (None if size in ("auto", None) else tuple(size))
-    )
+    if size == "auto":
+        fit_size = tuple(info.input_size[1:]) if info.fixed_size else None
+    else:
+        fit_size = None if size is None else tuple(size)
     layers = [n for n in objective.layers if n != IMAGE]
     gen = torch.Generator().manual_seed(seed)  # CPU: transform draws need no device sync
     params = [p for p in param.parameters() if p.requires_grad]
