@@ -362,6 +362,23 @@ def test_guided_and_deconvnet_rules():
     assert torch.allclose(deconv, t([4, 2]))
 
 
+@pytest.mark.parametrize("method", [GuidedBackprop, Deconvnet])
+def test_relu_fast_path_matches_the_general_rule(mnist, digits, method):
+    """Plain ReLU takes a fast path (in place, no copy); Hardtanh(0, ∞) is the same function
+    through the general ReLU-like path, so both must give the same map."""
+    import copy
+
+    other = copy.deepcopy(mnist)
+    for name, m in list(other.named_modules()):
+        if isinstance(m, nn.ReLU):
+            parent, _, leaf = name.rpartition(".")
+            setattr(other.get_submodule(parent), leaf, nn.Hardtanh(0.0, float("inf")))
+    assert not any(isinstance(m, nn.ReLU) for m in other.modules())
+    want, got = method(mnist).attribute(digits, 2), method(other).attribute(digits, 2)
+    assert want.abs().sum() > 0
+    assert torch.allclose(got, want, atol=1e-6)
+
+
 # ---------------------------------------------------------------- hook machinery
 class Functional(nn.Module):
     """The bundled CNN written with functional ReLUs, one reused ReLU module called four

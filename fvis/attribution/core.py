@@ -82,6 +82,8 @@ class UnsupportedOperation(RuntimeError):
 _T = Tensor
 
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, _T.relu, _T.relu_, F.relu6}
+_PLAIN_RELU = {F.relu, torch.relu, torch.relu_, _T.relu, _T.relu_}
+_INPLACE_RELU = {torch.relu_, _T.relu_}
 # Python functionals: the signature tells where `inplace` is.
 _PY_ACT = [
     F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.silu, F.mish,
@@ -403,7 +405,18 @@ class Policy:
     strict = False
     method = "this method"
     track_bounds = False
+    #: the kinds of operation the policy acts on; the others run untouched, unclassified
+    kinds: frozenset[str] = frozenset(_KIND.values())
+    #: whether ops need the module running them (``Op.name``, ``Op.module``): costs a pair
+    #: of hooks on every module
+    modules = True
     interceptor: Interceptor | None = None  # set by :func:`run`
+
+    def relu(self, z: Tensor, inplace: bool):
+        """Fast path for plain ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu(_)``): ``z`` is
+        neither cloned nor copied back, so a policy that implements this applies ReLU to
+        ``z`` itself when ``inplace``. ``None``: the general :meth:`activation` path."""
+        return None
 
     def activation(self, op: Op, z: Tensor, f: Callable, relu_like: bool):
         """Elementwise ``y = f(z)``; ``relu_like`` for ReLU, ReLU6 and Hardtanh(0, ·)."""
@@ -460,7 +473,7 @@ class Interceptor(TorchFunctionMode):
     docstring). ``bounds[id(t)] = (t, low, high)`` carries the value range of the model input
     through neutral and scaling operations when ``policy.track_bounds``."""
 
-    def __init__(self, policy: Policy, tracker: _Tracker):
+    def __init__(self, policy: Policy, tracker: _Tracker | None):
         super().__init__()
         self.policy, self.tracker = policy, tracker
         self.bounds: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -470,7 +483,7 @@ class Interceptor(TorchFunctionMode):
         return (entry[1], entry[2]) if entry is not None and entry[0] is t else None
 
     def _op(self, func, inplace=False, source=None) -> Op:
-        name, module = self.tracker.current()
+        name, module = self.tracker.current() if self.tracker is not None else ("", None)
         return Op(func, name, module, inplace, source)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -481,6 +494,8 @@ class Interceptor(TorchFunctionMode):
             if self.policy.strict:
                 self._check_unknown(func, args, kwargs, out)
             return out
+        if kind not in self.policy.kinds:
+            return func(*args, **kwargs)
         return getattr(self, "_" + kind)(func, args, kwargs)
 
     # -- helpers
@@ -509,6 +524,11 @@ class Interceptor(TorchFunctionMode):
 
     # -- kinds
     def _activation(self, func, args, kwargs):
+        if func in _PLAIN_RELU:
+            z = args[0] if args else kwargs["input"]
+            inplace = func in _INPLACE_RELU or bool(kwargs.get("inplace", args[1:2] == (True,)))
+            if is_activation(z) and (out := self.policy.relu(z, inplace)) is not None:
+                return out
         if func in _SIGNATURES:
             bound = _SIGNATURES[func].bind(*args, **kwargs)
             z = bound.arguments.pop("input")
@@ -725,7 +745,7 @@ def run(
     hooks are removed and parameter flags restored on exit, also on error.
     """
     _refuse_script(model, policy.method)
-    tracker = _Tracker(model, x)
+    tracker = _Tracker(model, x) if policy.modules else None
     mode = Interceptor(policy, tracker)
     policy.interceptor = mode
     if bounds is not None:
@@ -734,9 +754,10 @@ def run(
     with contextlib.ExitStack() as stack:
         stack.callback(mode.bounds.clear)
         stack.enter_context(frozen(model))
-        pairs = [(m, tracker.pre) for m in tracker.modules]
-        stack.enter_context(hooks.hooks_on(pairs, kind="forward_pre"))
-        stack.enter_context(hooks.hooks_on((m, tracker.post) for m in tracker.modules))
+        if tracker is not None:
+            pairs = [(m, tracker.pre) for m in tracker.modules]
+            stack.enter_context(hooks.hooks_on(pairs, kind="forward_pre"))
+            stack.enter_context(hooks.hooks_on((m, tracker.post) for m in tracker.modules))
         stack.enter_context(mode)
         return hooks.capture(model, x, layers)
 

@@ -25,6 +25,8 @@ __all__ = ["Deconvnet", "GuidedBackprop"]
 
 
 class _ReluBackward(torch.autograd.Function):
+    """Any ReLU-like ``y = f(z)``: the derivative ``f'(z)`` is taken by autograd."""
+
     @staticmethod
     def forward(ctx, z, f, guided):
         ctx.guided = guided
@@ -40,13 +42,46 @@ class _ReluBackward(torch.autograd.Function):
         return g.clamp(min=0), None, None
 
 
+class _Relu(torch.autograd.Function):
+    """Plain ReLU, in place when asked (as ``nn.ReLU(inplace=True)``: no copy of ``z``);
+    ``1[z > 0] = 1[y > 0]`` comes from the output."""
+
+    @staticmethod
+    def forward(ctx, z, inplace, guided):
+        ctx.guided = guided
+        if inplace:
+            ctx.mark_dirty(z)
+            y = z.relu_()
+        else:
+            y = z.relu()
+        if guided:
+            ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clamp(min=0)
+        if ctx.guided:
+            (y,) = ctx.saved_tensors
+            g = torch.ops.aten.threshold_backward(g, y, 0)  # g where y > 0, else 0
+        return g, None, None
+
+
 class _Policy(core.Policy):
+    kinds = frozenset({"activation"})
+    modules = False
+
     def __init__(self, guided: bool):
         self.guided = guided
         self.method = "Guided Backprop" if guided else "Deconvnet"
 
     def activation(self, op, z, f, relu_like):
         return _ReluBackward.apply(z, f, self.guided) if relu_like else None
+
+    def relu(self, z, inplace):
+        if inplace and z.is_leaf:
+            return None  # torch refuses in-place ops on a leaf that requires grad
+        return _Relu.apply(z, inplace, self.guided)
 
 
 class _ModifiedGradient(Attribution):
