@@ -75,7 +75,7 @@ def visualize_tab(spec, weights, model):
     tv = c2[0].number_input("total variation", 0.0, 10.0, 0.05, step=0.05)
     seed = c2[1].number_input("seed", 0, 10_000, 0)
     prior = c2[2].selectbox("prior", ["image", "generator:mnist"])
-    param_kind = c2[3].selectbox("parameterization", ["fft", "pixel"])
+    param_kind = c2[3].selectbox("parameterization", list(fvis.param.KINDS))
     if not units:
         st.info("choose at least one unit")
         return
@@ -88,7 +88,7 @@ def visualize_tab(spec, weights, model):
         c, h, w = model.fvis_info.input_size
         if prior == "image":
             param = fvis.param.image(
-                w, h, channels=c, batch=len(units), fft=param_kind == "fft", seed=int(seed)
+                w, h, channels=c, batch=len(units), kind=param_kind, seed=int(seed)
             )
         else:
             from fvis.codespace import param_for

@@ -8,8 +8,11 @@ Models: the bundled MNIST CNN (batch 8, 28 px) and ResNet-18 (random weights, ba
 224 px). Every method runs with the settings printed in the table (IG ``--steps``
 Gauss–Legendre points, SmoothGrad ``--samples`` noisy copies); the time is the best of
 ``--repeats`` runs after one warm-up, divided by the batch. Where captum or zennit is
-importable, the same method at equal settings runs in alternation with fvis's, and the
-ratio printed is the median over the pairs of fvis / other (below 1: fvis is faster).
+importable, the same method at equal settings runs in pairs with fvis's (each going
+first in turn), and the ratio printed is the median over the pairs of fvis / other
+(below 1: fvis is faster).
+The last row per model, captum's Saliency timed against itself the same way, shows how
+far from 1 a ratio strays by noise alone on the machine at hand.
 
 Peak memory: a fresh subprocess loads the model, resets its peak RSS
 (``/proc/self/clear_refs``) and runs one call: a plain gradient, IG with every
@@ -190,19 +193,20 @@ def timed(fn, x, t, repeats: int) -> float:
     return best
 
 
-def paired(fn, ref, x, t, repeats: int) -> tuple[float, float]:
-    """(best time of ``fn``, median of the per-pair ratios fn / ref): the two run in
-    alternation, so that a slow spell of a shared machine hits both alike."""
+def paired(fn, ref, x, t, repeats: int) -> tuple[float, list[float]]:
+    """(best time of ``fn``, the per-pair ratios fn / ref). The two run back to back, so
+    a slow spell of a shared machine hits both alike, and take turns going first (the
+    first of two identical calls measures a few % slower here)."""
     ratios, best = [], float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x, t)
-        mid = time.perf_counter()
-        ref(x, t)
-        end = time.perf_counter()
-        best = min(best, mid - start)
-        ratios.append((mid - start) / (end - mid))
-    return best, statistics.median(ratios)
+    for i in range(repeats):
+        times = {}
+        for which, f in ((0, fn), (1, ref)) if i % 2 == 0 else ((1, ref), (0, fn)):
+            start = time.perf_counter()
+            f(x, t)
+            times[which] = time.perf_counter() - start
+        best = min(best, times[0])
+        ratios.append(times[0] / times[1])
+    return best, ratios
 
 
 def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> list[dict]:
@@ -225,7 +229,8 @@ def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> 
         if not err and name in refs:
             try:
                 refs[name](x, target)  # its warm-up
-                sec, ratio = paired(fn, refs[name], x, target, repeats)
+                sec, ratios = paired(fn, refs[name], x, target, repeats)
+                ratio = statistics.median(ratios)
             except Exception as e:  # the other library fails on this model
                 ratio = f"other fails: {type(e).__name__}: {str(e).splitlines()[0][:50]}"
         if not err and not isinstance(ratio, float):
@@ -238,6 +243,12 @@ def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> 
             f"  {spec:22s} {name:26s} {settings:18s} " + (err or f"{sec * 1000:10.2f} ms"),
             flush=True,
         )
+    if "Saliency" in refs:  # the noise floor: the same reference call against itself
+        ref = refs["Saliency"]
+        sec, ratios = paired(ref, ref, x, target, repeats)
+        rows.append(dict(model=spec, method="A/A: captum Saliency vs itself",
+                         settings=f"pairs {min(ratios):.2f}–{max(ratios):.2f}", sec=sec / batch,
+                         ratio=statistics.median(ratios), error=""))  # fmt: skip
     return rows
 
 

@@ -160,7 +160,7 @@ def cmd_render(args) -> int:
             meta_size[0],
             channels=meta.channels,
             batch=len(units),
-            fft=args.param == "fft",
+            kind=args.param,
             decay_power=args.decay_power,
             seed=args.seed,
         )
@@ -283,7 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt = r.add_argument_group("optimization")
     opt.add_argument("--steps", type=int, default=512, help="optimizer steps (default 512)")
-    opt.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    opt.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default: the parameterization's, 0.05 for fft/pixel, "
+        "0.1 for maco, 0.001 for cppn)",
+    )
     opt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     opt.add_argument(
         "--size",
@@ -293,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument(
         "--param",
-        choices=("fft", "pixel"),
+        choices=("fft", "pixel", "maco", "cppn"),  # fvis.param.KINDS (torch-free import)
         default="fft",
-        help="image parameterization (default fft: 1/f spectrum, decorrelated colour)",
+        help="image parameterization (default fft: 1/f spectrum, decorrelated colour; maco: "
+        "natural-image magnitude, learned phase; cppn: a coordinate network; pixel)",
     )
     opt.add_argument(
         "--decay-power", type=float, default=1.0, help="Fourier spectrum decay 1/f^p (default 1)"

@@ -89,7 +89,7 @@ def render(
     *,
     transforms="standard",
     steps: int = 512,
-    lr: float = 0.05,
+    lr: float | None = None,
     optimizer=None,
     seed: int = 0,
     batch: int = 1,
@@ -109,10 +109,11 @@ def render(
     size (``fvis_info.fixed_size``), ``None`` never does, ``(H, W)`` always does.
     The model's normalization (``fvis_info``) is applied after the transforms.
     ``optimizer``: Adam(lr) by default, or a ``torch.optim.Optimizer`` class, or a
-    callable ``params -> optimizer``. ``redirected_relu_steps``: use Lucid's
-    redirected-ReLU gradient for this many first steps. ``device``: defaults to the
-    model's (the model is moved if another is given). Same seed, same device → same
-    images, bit for bit.
+    callable ``params -> optimizer``; ``lr`` defaults to the parameterization's ``lr``
+    attribute (0.05 for pixel/Fourier, 0.1 for MACO, 0.001 for CPPN), else 0.05.
+    ``redirected_relu_steps``: use Lucid's redirected-ReLU gradient for this many first
+    steps. ``device``: defaults to the model's (the model is moved if another is given).
+    Same seed, same device → same images, bit for bit.
     """
     info = model_info(model)
     if device is not None:
@@ -132,6 +133,7 @@ def render(
         fit_size = None if size is None else tuple(size)
     layers = [n for n in objective.layers if n != IMAGE]
     gen = torch.Generator().manual_seed(seed)  # CPU: transform draws need no device sync
+    lr = getattr(param, "lr", 0.05) if lr is None else lr
     params = [p for p in param.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the parameterization has no trainable parameters")

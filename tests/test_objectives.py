@@ -141,7 +141,7 @@ ASCENT = {
 @pytest.mark.parametrize("name", list(ASCENT))
 def test_every_objective_rises_on_the_bundled_model(name, mnist_model):
     objective, batch = ASCENT[name]
-    param = fvis.param.image(28, channels=1, batch=batch, fft=False, sd=0.5, seed=1)
+    param = fvis.param.image(28, channels=1, batch=batch, kind="pixel", sd=0.5, seed=1)
     r = fvis.render(
         mnist_model, objective, param, transforms=None, steps=12, lr=0.05, progress=False
     )

@@ -43,12 +43,12 @@ def test_units_in_one_batch_match_units_rendered_alone(mnist_model):
     both = fvis.render(
         mnist_model,
         O.one_per_item(units),
-        fvis.param.image(28, channels=1, batch=2, fft=False, sd=0.3, seed=2),
+        fvis.param.image(28, channels=1, batch=2, kind="pixel", sd=0.3, seed=2),
         **kw,
     )
-    init = fvis.param.image(28, channels=1, batch=2, fft=False, sd=0.3, seed=2).spatial.raw
+    init = fvis.param.image(28, channels=1, batch=2, kind="pixel", sd=0.3, seed=2).spatial.raw
     for i, u in enumerate(units):
-        single = fvis.param.image(28, channels=1, fft=False)
+        single = fvis.param.image(28, channels=1, kind="pixel")
         single.spatial.raw.data = init[i : i + 1].clone()
         alone = fvis.render(mnist_model, u, single, **kw)
         assert torch.allclose(both.images[i], alone.images[0], atol=1e-5)
@@ -173,3 +173,26 @@ def test_cli_class_by_index_or_name_on_a_model_with_word_labels(tmp_path, capsys
             == 0
         )
         assert "p(class d)" in capsys.readouterr().out and out.exists()
+
+
+def test_redirected_relu_keeps_in_place_semantics():
+    """``F.relu_(h)`` followed by a use of ``h``: the forward value is the model's own."""
+
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            torch.relu_(h)  # the result is not used: h itself must be rectified
+            return h * 2
+
+    torch.manual_seed(0)
+    net, x = InPlace(), torch.randn(4, 3, requires_grad=True)
+    want = net(x)
+    with redirected_relu():
+        got = net(x)
+    assert torch.equal(got, want) and (got >= 0).all()
+    got.sum().backward()  # autograd accepts the in-place result
+    assert x.grad is not None

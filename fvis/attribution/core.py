@@ -11,6 +11,11 @@ by a ``torch.autograd.Function`` with the same forward value and the method's ru
 backward. In-place operations (``ReLU(inplace=True)``, ``out += identity``) are run out of
 place on a clone and copied back, so a rule never sees a tensor that changed under it.
 
+A policy that acts on few kinds says so (``Policy.kinds``; the rest run untouched) and may
+do without module names (``Policy.modules = False``: no hooks). Plain ReLU has a fast
+path (``Policy.relu``) without the clone: Guided Backprop, Deconvnet and the redirected
+ReLU of :mod:`fvis.redirect` run in this light mode.
+
 Kinds of operation and what the policies do with them:
 
 ==============  ===========================================  ============================

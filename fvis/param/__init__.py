@@ -1,11 +1,14 @@
 """Parameterizations: ``nn.Module``\\s whose ``forward()`` returns images (B, C, H, W) in [0, 1].
 
 Their parameters are what :func:`fvis.render` optimizes. Anything with that contract
-plugs in, e.g. a generator's code space (:mod:`fvis.codespace`). :func:`image` builds
-the usual one: a pixel or Fourier (1/f^p) image, colour-decorrelated for RGB, squashed
-to [0, 1] by a sigmoid:
+plugs in, e.g. a generator's code space (:mod:`fvis.codespace`) or a :class:`CPPN`.
+:func:`image` builds the usual one: a pixel, Fourier (1/f^p) or MACO (natural magnitude,
+learned phase) image, colour-decorrelated for RGB, squashed to [0, 1] by a sigmoid:
 
     image = sigmoid(C · spatial(θ))          (C: colour correlation, RGB only)
+
+A parameterization may carry ``lr``, the Adam learning rate :func:`fvis.render` uses
+when it is given none.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ import torch
 from torch import nn
 
 from fvis.param.color import COLOR_CORRELATION, correlate_inverse, decorrelate
+from fvis.param.cppn import CPPN
+from fvis.param.maco import MacoImage
 from fvis.param.spatial import FourierImage, PixelImage
 
-__all__ = ["Image", "image", "COLOR_CORRELATION", "decorrelate", "FourierImage", "PixelImage"]
+__all__ = [
+    "Image", "image", "KINDS", "COLOR_CORRELATION", "decorrelate", "FourierImage",
+    "PixelImage", "MacoImage", "CPPN",
+]  # fmt: skip
+
+KINDS = ("fft", "pixel", "maco", "cppn")
 
 _EPS = 1e-4  # keeps logit(init) finite for pixels at exactly 0 or 1
 
@@ -28,6 +38,7 @@ class Image(nn.Module):
         super().__init__()
         self.spatial = spatial
         self.decorrelate = decorrelate
+        self.lr = getattr(spatial, "lr", 0.05)
 
     def forward(self) -> torch.Tensor:
         t = self.spatial()
@@ -42,21 +53,29 @@ def image(
     *,
     channels: int = 3,
     batch: int = 1,
-    fft: bool = True,
+    kind: str = "fft",
     decorrelate: bool | None = None,
     decay_power: float = 1.0,
     sd: float = 0.01,
     init: torch.Tensor | None = None,
     seed: int = 0,
-) -> Image:
+) -> nn.Module:
     """An image parameterization of shape (batch, channels, height, width).
 
-    ``fft``: Fourier parameterization with 1/f^``decay_power`` scaling (else pixels).
-    ``decorrelate``: ImageNet colour decorrelation (default: on for 3 channels; only
-    valid for 3). ``init``: start from this image (C, H, W) or (B, C, H, W) in [0, 1]
+    ``kind``: ``"fft"`` Fourier with 1/f^``decay_power`` scaling, ``"pixel"``, ``"maco"``
+    (:class:`MacoImage`: natural-image magnitude, only the phase is learned; ``sd`` and
+    ``decay_power`` do not apply) or ``"cppn"`` (:class:`CPPN`, resolution-free; only
+    ``seed`` applies). ``decorrelate``: ImageNet colour decorrelation (default: on for 3
+    channels; only valid for 3). ``init``: start from this image (C, H, W) or (B, C, H, W) in [0, 1]
     instead of noise (adversarial examples, caricatures). ``seed`` fixes the noise.
     """
     height = width if height is None else height
+    if kind not in KINDS:
+        raise ValueError(f"unknown parameterization {kind!r}; known: {', '.join(KINDS)}")
+    if kind == "cppn":
+        if init is not None:
+            raise ValueError("a CPPN cannot start from an image (init); use kind='fft' or 'pixel'")
+        return CPPN(width, height, channels=channels, batch=batch, seed=seed)
     if decorrelate is None:
         decorrelate = channels == 3
     if decorrelate and channels != 3:
@@ -71,9 +90,10 @@ def image(
             raw = correlate_inverse(raw)
         raw = raw.float()
     g = torch.Generator().manual_seed(seed)
-    spatial = (
-        FourierImage(shape, sd=sd, decay_power=decay_power, generator=g, init=raw)
-        if fft
-        else PixelImage(shape, sd=sd, generator=g, init=raw)
-    )
+    if kind == "fft":
+        spatial = FourierImage(shape, sd=sd, decay_power=decay_power, generator=g, init=raw)
+    elif kind == "maco":
+        spatial = MacoImage(shape, generator=g, init=raw)
+    else:
+        spatial = PixelImage(shape, sd=sd, generator=g, init=raw)
     return Image(spatial, decorrelate)
