@@ -130,10 +130,19 @@ def explain_tab(model):
     method = cols[0].selectbox(
         "method", sorted(METHODS), index=sorted(METHODS).index("integrated_gradients")
     )
-    top = cols[1].number_input("channels", 1, 16, 4)
+    top = cols[1].number_input("channels / groups", 1, 16, 4)
     steps = cols[2].number_input("render steps", 8, 2048, 128, step=64)
+    blocks = st.radio("blocks", ["top channels", "neuron groups"], horizontal=True)
     if cols[3].button("explain", type="primary"):
         with st.spinner("attributing and rendering"):
+            if blocks == "neuron groups":
+                from fvis.groups import neuron_groups
+
+                groups = neuron_groups(model, img, k=int(top), steps=int(steps))
+                caption = (f"class {groups.label}: {groups.layer} ≈ {int(top)} groups "
+                           f"(relative error {groups.error:.1%})")  # fmt: skip
+                st.image(groups.figure(), caption=caption)
+                return
             report = building_blocks(model, img, method=method, top=int(top), steps=int(steps))
         st.image(report.figure(), caption=f"class {report.label}, p={report.probability:.3f}")
 

@@ -374,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--layer", default=None, help="hidden layer for the building blocks")
     ex.add_argument("--target", default=None, help="class to explain (default: predicted)")
     ex.add_argument("--top", type=int, default=6, help="number of channels shown (default 6)")
+    ex.add_argument(
+        "--groups",
+        type=int,
+        default=0,
+        help="show K neuron groups (NMF of the layer's activations) instead of single "
+        "channels (PNG only)",
+    )
     ex.add_argument("--steps", type=int, default=256, help="steps of each channel render")
     ex.add_argument("-o", "--output", default="fvis_explain.png", help="report PNG or HTML")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -202,6 +202,18 @@ def main(args) -> int:
         else (int(args.target) if args.target.isdigit() else args.target)
     )
     torch.manual_seed(0)
+    if args.groups:
+        from fvis.groups import neuron_groups
+
+        groups = neuron_groups(model, img, target, layer=args.layer, k=args.groups,
+                               steps=args.steps, progress=not args.quiet)  # fmt: skip
+        path = groups.save(args.output)
+        for g, sc in enumerate(groups.scores):
+            top = groups.directions[g].topk(3).indices.tolist()
+            print(f"  group {g}: share {sc:+.4g}, strongest channels {top}")
+        print(f"class {groups.label}; {groups.layer} ≈ {args.groups} groups (relative error "
+              f"{groups.error:.1%}); saved {path.resolve()}")  # fmt: skip
+        return 0
     report = building_blocks(
         model,
         img,

@@ -28,6 +28,11 @@ def test_studio_tabs_render_and_explain():
     at.run()
     assert not at.exception, at.exception
     assert any("class" in c for im in at.image for c in im.captions)  # the report
+    [r for r in at.radio if r.label == "blocks"][0].set_value("neuron groups")
+    [b for b in at.button if b.label == "explain"][0].click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("groups" in c for im in at.image for c in im.captions)
 
 
 def test_studio_reports_a_bad_model_spec():

@@ -1,0 +1,177 @@
+"""Neuron groups (Olah et al. 2018, "The building blocks of interpretability"): the
+activations of a layer for one input, factorized into a few groups of channels that fire
+together, each with where it fires, how much it counts, and what it responds to.
+
+With ``A`` the layer's non-negative activations as a matrix (positions P = H·W, channels
+C), non-negative matrix factorization gives
+
+    A ≈ S D,   S ≥ 0 (P, k): each group's spatial amount,   D ≥ 0 (k, C): its channel mix
+
+(HALS coordinate descent on ``‖A − SD‖²``). Each group's share of the
+decision is gradient × activation restricted to it, ``r_g = Σ_{p,c} G[p, c] S[p, g]
+D[g, c]`` with ``G = ∂f/∂A``, so ``Σ_g r_g = ⟨G, SD⟩`` differs from the layer's
+gradient × activation ``⟨G, A⟩`` by at most ``‖G‖·‖A − SD‖``. Each group is visualized
+by the direction objective along ``D[g]`` (cosine-weighted, as in the article), all
+groups in one batch.
+
+>>> groups = neuron_groups(model, image, layer="conv3", k=6)
+>>> groups.save("groups.png")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from fvis import heatmap
+from fvis import objectives as O
+from fvis.attribution.base import gradients, upsample
+from fvis.attribution.layer import conv_layer
+from fvis.image import to_pil
+from fvis.io import save_image
+from fvis.models.info import info as model_info
+
+__all__ = ["nmf", "NeuronGroups", "neuron_groups"]
+
+_EPS = 1e-12
+
+
+def nmf(
+    a: torch.Tensor, k: int, *, iters: int = 200, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, D)`` with ``a ≈ S @ D``, all non-negative: ``a`` (P, C) ≥ 0, ``S`` (P, k),
+    ``D`` (k, C), minimizing ``‖a − SD‖²`` by HALS (Cichocki & Phan 2009): each row of
+    ``D`` in turn ``D_j ← max(ε, D_j + ((SᵀA)_j − (SᵀS)_j D) / (SᵀS)_jj)``, then each
+    column of ``S`` likewise, from a seeded random start scaled to ``a``'s mean. Rows of
+    ``D`` are rescaled to unit norm at the end (``S`` absorbs the scale)."""
+    if (a < 0).any():
+        raise ValueError(
+            "NMF needs non-negative activations; choose a layer after a ReLU (or pass "
+            "a.clamp(min=0) if the negative part does not matter)"
+        )
+    if not 1 <= k <= min(a.shape):
+        raise ValueError(f"k must be between 1 and {min(a.shape)} for a {tuple(a.shape)} matrix")
+    a = a.detach().double()
+    g = torch.Generator().manual_seed(seed)
+    scale = (a.mean() / k).sqrt().clamp_min(_EPS)
+    s = (torch.rand(a.shape[0], k, generator=g, dtype=a.dtype) * scale).to(a.device)
+    d = (torch.rand(k, a.shape[1], generator=g, dtype=a.dtype) * scale).to(a.device)
+    for _ in range(iters):
+        sts, sta = s.T @ s, s.T @ a
+        for j in range(k):
+            d[j] = (d[j] + (sta[j] - sts[j] @ d) / sts[j, j].clamp_min(_EPS)).clamp_min(_EPS)
+        ddt, adt = d @ d.T, a @ d.T
+        for j in range(k):
+            s[:, j] = (s[:, j] + (adt[:, j] - s @ ddt[:, j]) / ddt[j, j].clamp_min(_EPS)).clamp_min(
+                _EPS
+            )
+    norm = d.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    return s * norm.T, d / norm
+
+
+@dataclass
+class NeuronGroups:
+    """Neuron groups of one input (CPU tensors; images in [0, 1])."""
+
+    image: torch.Tensor  # (C, H, W)
+    target: int
+    label: str
+    layer: str
+    directions: torch.Tensor  # (k, channels), unit rows: each group's channel mix D
+    amounts: torch.Tensor  # (k, h, w) at the layer's resolution: S
+    scores: torch.Tensor  # (k,) r_g, ordered largest first
+    total: float  # ⟨G, A⟩: the layer's gradient × activation
+    error: float  # ‖A − SD‖ / ‖A‖
+    visualizations: torch.Tensor  # (k, C, H', W')
+
+    def figure(self, size: int = 112) -> Image.Image:
+        """Top row: the input, then where each group fires (overlay); bottom row: each
+        group's visualization, captioned with its share of the decision."""
+        font = ImageFont.load_default()
+        k, pad, text = len(self.scores), 6, 14
+        rgb = self.image.expand(3, -1, -1) if self.image.shape[0] == 1 else self.image
+        maps = upsample(self.amounts, self.image.shape[-2:])
+
+        def big(img: Image.Image) -> Image.Image:
+            return img.convert("RGB").resize((size, size), Image.NEAREST)
+
+        top = [(f"{self.label}: {self.layer}", big(to_pil(self.image)[0]))]
+        top += [(f"group {g}", big(heatmap.to_pil(heatmap.overlay(rgb, maps[g, None],
+                 signed=False)))) for g in range(k)]  # fmt: skip
+        bottom = [(f"share {s:+.3g}", big(to_pil(v)[0]))
+                  for s, v in zip(self.scores, self.visualizations)]  # fmt: skip
+        w = (k + 1) * (size + pad) + pad
+        canvas = Image.new("RGB", (w, 2 * (size + text + pad) + pad), "white")
+        draw = ImageDraw.Draw(canvas)
+        for r, row in enumerate([top, bottom]):
+            for c, (caption, tile) in enumerate(row):
+                x = pad + (c + r) * (size + pad)  # visualizations under their maps
+                y = pad + r * (size + text + pad)
+                draw.text((x, y), caption[:22], fill="black", font=font)
+                canvas.paste(tile, (x, y + text))
+        return canvas
+
+    def save(self, path) -> Path:
+        """Write :meth:`figure` atomically."""
+        save_image(self.figure(), path)
+        return Path(path)
+
+
+def neuron_groups(
+    model,
+    image: torch.Tensor,
+    target: int | str | None = None,
+    *,
+    layer: str | None = None,
+    k: int = 6,
+    iters: int = 200,
+    steps: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> NeuronGroups:
+    """Neuron groups of ``layer`` for one image (1, C, H, W) or (C, H, W) in [0, 1] and
+    ``target`` (class index or label; default the predicted class). ``layer`` must have
+    non-negative activations (after a ReLU); by default it is the last convolutional
+    layer, whose positive part ``A⁺`` is factorized (what a following ReLU passes).
+    ``steps``: optimizer steps of the group renders."""
+    import fvis
+
+    meta = model_info(model)
+    img = image if image.dim() == 4 else image.unsqueeze(0)
+    x = meta.normalize(img.to(fvis.hooks.model_device(model)))
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    t = int(probs.argmax()) if target is None else meta.label_index(target)
+    positive_part = layer is None
+    layer = layer or conv_layer(model, x)
+    grad, act, _ = gradients(model, x, t, layer)
+    act = act.clamp(min=0) if positive_part else act
+    if act.dim() != 4:
+        raise ValueError(f"neuron groups need a convolutional layer (B, C, H, W); {layer!r} "
+                         f"gives {tuple(act.shape)}")  # fmt: skip
+    c, h, w = act.shape[1:]
+    a = act[0].detach().flatten(1).T  # (P, C)
+    s, d = nmf(a, k, iters=iters, seed=seed)
+    gm = grad[0].detach().flatten(1).T.double()  # (P, C)
+    scores = ((gm @ d.T) * s).sum(0)  # r_g = Σ_p S[p, g] ⟨G[p], D[g]⟩
+    order = scores.argsort(descending=True)
+    s, d, scores = s[:, order], d[order], scores[order]
+    error = float((a.double() - s @ d).norm() / a.double().norm().clamp_min(_EPS))
+    units = [O.direction(layer, d[g].float(), cossim_pow=1.0) for g in range(k)]
+    vis = fvis.render(model, O.one_per_item(units) - 0.05 * O.total_variation(),
+                      batch=k, steps=steps, seed=seed, progress=progress)  # fmt: skip
+    return NeuronGroups(
+        image=img[0].detach().cpu(),
+        target=t,
+        label=meta.labels[t] if meta.labels else str(t),
+        layer=layer,
+        directions=d.float().cpu(),
+        amounts=s.T.reshape(k, h, w).float().cpu(),
+        scores=scores.float().cpu(),
+        total=float((gm * a.double()).sum()),
+        error=error,
+        visualizations=vis.images,
+    )
