@@ -230,6 +230,9 @@ def test_ig_internal_batch_size_and_objective_targets(mnist_model, mnist_digits)
     one = ig.attribute(x, steps=10, internal_batch_size=10_000)
     for size in (7, 3, 1):  # chunks straddling items and steps
         assert torch.allclose(ig.attribute(x, steps=10, internal_batch_size=size), one, atol=1e-6)
+    two = dict(baselines="uniform", n_baselines=2, generator=1, steps=10)  # 6 rows a step
+    whole = ig.attribute(x, internal_batch_size=12, **two)  # whole steps per chunk
+    assert torch.allclose(ig.attribute(x, internal_batch_size=4, **two), whole, atol=1e-6)
     # a hidden channel, and a per-item objective on a batch position, through the chunks
     obj = objectives.channel("conv3", 7)
     a, delta = ig.attribute(x, obj, steps=64, return_delta=True)

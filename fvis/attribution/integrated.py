@@ -246,19 +246,29 @@ class IntegratedGradients(Attribution):
         alphas, weights = alphas.to(x.dtype), weights.to(x.dtype)
         n_base, b = base.shape[0], x.shape[0]
         size = internal_batch_size or default_rows(b)
+        nb, shape = n_base * b, x.shape[1:]
         total = torch.zeros_like(base)  # Σ_k w_k ∇f at the points of each (baseline, item)
-        flat_total = total.view(n_base * b, *x.shape[1:])
-        rows = len(alphas) * n_base * b  # row r: step r // (N·B), baseline (r // B) % N
+        flat_total, flat_base = total.view(nb, *shape), base.view(nb, *shape)
+        diff = (x.unsqueeze(0) - base).view(nb, *shape)  # x − x′ per (baseline, item)
+        alphas, weights = alphas.to(x.device), weights.to(x.device)
+        ones = (1,) * x.dim()
+        rows = len(alphas) * nb  # row r: step r // (N·B), baseline (r // B) % N
         for sl in row_chunks(rows, size):
             r = torch.arange(sl.start, sl.stop)
-            item, pair, step = r % b, r % (n_base * b), r // (n_base * b)
-            x0 = base.view(n_base * b, *x.shape[1:])[pair.to(x.device)]
-            a = alphas[step].to(x.device).view(-1, *([1] * (x.dim() - 1)))
-            points = x0 + a * (x[item.to(x.device)] - x0)
+            if sl.start % nb == 0 and sl.stop % nb == 0:  # whole steps: no gathers
+                steps_ = slice(sl.start // nb, sl.stop // nb)
+                a = alphas[steps_].view(-1, *ones)
+                points = torch.addcmul(flat_base, a, diff).view(-1, *shape)  # x′ + α(x − x′)
+                g, _, _ = gradients(self.model, points, tgt.rows(r % b))
+                w = weights[steps_]
+                flat_total += torch.tensordot(w, g.view(len(w), -1), dims=1).view_as(flat_total)
+                continue
+            item, pair, step = r % b, (r % nb).to(x.device), (r // nb).to(x.device)
+            a = alphas[step].view(-1, *ones[1:])
+            points = torch.addcmul(flat_base[pair], a, diff[pair])
             g, _, _ = gradients(self.model, points, tgt.rows(item))
-            w = weights[step].to(x.device).view_as(a)
-            flat_total.index_add_(0, pair.to(x.device), w * g)
-        attr = ((x.unsqueeze(0) - base) * total).mean(0)
+            flat_total.index_add_(0, pair, weights[step].view_as(a) * g)
+        attr = (diff.view_as(base) * total).mean(0)
         if not return_delta:
             return attr
         return attr, self._delta(attr, x, base, tgt, size)
