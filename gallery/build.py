@@ -58,6 +58,7 @@ def render_batches(
     force: bool,
     progress: bool,
     tv: float,
+    param_kind: str = "fft",
 ) -> int:
     """Render every batch of this shard whose images are missing; returns units rendered."""
     k_shard, n_shard = shard
@@ -72,11 +73,13 @@ def render_batches(
         objective = O.one_per_item([O.channel(layer, k) for layer, k in todo])
         if tv:
             objective = objective - tv * O.total_variation()
-        param = None
         if prior != "image":
             from fvis.codespace import param_for
 
             param = param_for(prior, model, batch=len(todo), seed=seed)
+        else:
+            c, h, w = model.fvis_info.input_size
+            param = fvis.param.image(w, h, channels=c, batch=len(todo), kind=param_kind, seed=seed)
         result = fvis.render(
             model, objective, param, batch=len(todo), steps=steps, seed=seed, progress=progress
         )
@@ -158,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tv", type=float, default=0.05, help="total-variation weight")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior", default="image", help="image or generator:NAME")
+    ap.add_argument(
+        "--param", default="fft", choices=fvis.param.KINDS, help="image parameterization"
+    )
     ap.add_argument("--shard", type=parse_shard, default=(0, 1), help="K/N: this worker's share")
     ap.add_argument(
         "--examples", action="store_true", help="show top-activating held-out MNIST digits per unit"
@@ -172,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     units = units_of(model, [s.strip() for s in args.layers.split(",")], args.max_channels)
     atomic_write_text(
-        json.dumps({"model": args.model, "prior": args.prior, "units": units}, indent=1),
+        json.dumps(
+            {"model": args.model, "prior": args.prior, "param": args.param, "units": units},
+            indent=1,
+        ),
         out / "manifest.json",
     )
     if not args.index_only:
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             progress=not args.quiet,
             tv=args.tv,
+            param_kind=args.param,
         )
         print(f"rendered {n} unit(s); {len(units)} in the gallery", file=sys.stderr)
         if args.examples:

@@ -64,3 +64,14 @@ def test_shards_split_the_work(tmp_path, capsys):
 def test_unknown_layer_is_a_clear_error(tmp_path):
     with pytest.raises(KeyError, match="Nearest names: conv3"):
         build.main(["--model", "fvis:mnist", "--layers", "conv4", "-o", str(tmp_path), "-q"])
+
+
+def test_parameterization_choice_is_used_and_recorded(tmp_path):
+    import json
+
+    out = tmp_path / "site"
+    assert build.main([*ARGS, "--param", "cppn", "-o", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["param"] == "cppn"
+    assert len(pngs(out)) == 6
+    with pytest.raises(SystemExit):  # argparse lists the choices
+        build.main([*ARGS, "--param", "fourier", "-o", str(out)])
