@@ -205,11 +205,14 @@ def main(args) -> int:
     if args.groups:
         from fvis.groups import neuron_groups
 
+        if Path(args.output).suffix.lower() in (".html", ".htm"):
+            raise ValueError("--groups writes a picture: give -o a .png (or .jpg/.webp) path")
+
         groups = neuron_groups(model, img, target, layer=args.layer, k=args.groups,
                                steps=args.steps, progress=not args.quiet)  # fmt: skip
         path = groups.save(args.output)
         for g, sc in enumerate(groups.scores):
-            top = groups.directions[g].topk(3).indices.tolist()
+            top = groups.directions[g].topk(min(3, groups.directions.shape[1])).indices.tolist()
             print(f"  group {g}: share {sc:+.4g}, strongest channels {top}")
         print(f"class {groups.label}; {groups.layer} ≈ {args.groups} groups (relative error "
               f"{groups.error:.1%}); saved {path.resolve()}")  # fmt: skip

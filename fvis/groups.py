@@ -141,6 +141,8 @@ def neuron_groups(
 
     meta = model_info(model)
     img = image if image.dim() == 4 else image.unsqueeze(0)
+    if img.shape[0] != 1:
+        raise ValueError(f"neuron groups explain one image; got a batch of {img.shape[0]}")
     x = meta.normalize(img.to(fvis.hooks.model_device(model)))
     with torch.no_grad():
         probs = model(x).softmax(1)[0]

@@ -561,3 +561,14 @@ def test_sweep_every_method_on_every_architecture(spec):
             run(x, torch.tensor([1, 5000]))
         check()
     assert_clean(model, before)
+
+
+def test_ig_on_channels_last_inputs():
+    """Gradients of channels_last inputs come back strided; the chunk reduction copes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5)).eval()
+    x = torch.rand(3, 3, 6, 6)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    ig = IntegratedGradients(net)
+    want = ig.attribute(x, 1, steps=5, baselines=0.5, internal_batch_size=6)
+    assert torch.allclose(ig.attribute(cl, 1, steps=5, baselines=0.5, internal_batch_size=6), want)

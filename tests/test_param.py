@@ -90,18 +90,22 @@ def test_maco_keeps_the_natural_magnitude_while_optimizing(mnist_model):
 
 
 def test_maco_resamples_the_spectrum_by_frequency(monkeypatch):
-    """A log-linear magnitude M(f) = exp(3 fy + 5 fx) is sampled exactly at any size whose
-    frequencies lie inside the stored grid (bilinear in log space is exact for it)."""
+    """A magnitude M(f) = exp(3|fy| + 5 fx) (log-linear between stored frequencies, and
+    symmetric as a real image's) is sampled exactly at any size whose frequencies lie
+    inside the stored grid (bilinear in log space is exact for it)."""
     n = maco.CANONICAL
     fy = torch.fft.fftfreq(n).view(-1, 1)
     fx = torch.fft.rfftfreq(n).view(1, -1)
-    stored = torch.exp(3 * fy + 5 * fx).expand(4, -1, -1)
+    stored = torch.exp(3 * fy.abs() + 5 * fx).expand(4, -1, -1)
     monkeypatch.setattr(maco, "_stored", lambda: {"magnitude": stored, "std": torch.ones(4)})
     for h, w in [(64, 96), (33, 50), (n, n)]:
         mag, _ = maco.natural_magnitude(3, h, w)
-        want = torch.exp(3 * torch.fft.fftfreq(h).view(-1, 1) + 5 * torch.fft.rfftfreq(w))
+        fh = torch.fft.fftfreq(h).view(-1, 1).abs()
+        want = torch.exp(3 * fh + 5 * torch.fft.rfftfreq(w))
         want[0, 0] = 0.0  # DC removed: images are centred on grey
         assert torch.allclose(mag, want.expand(3, -1, -1), rtol=1e-4), (h, w)
+    with pytest.raises(ValueError, match="at least 4 pixels"):
+        image(1, kind="maco")
 
 
 def test_maco_spectrum_is_the_one_the_script_measures():

@@ -261,7 +261,7 @@ class IntegratedGradients(Attribution):
                 points = torch.addcmul(flat_base, a, diff).view(-1, *shape)  # x′ + α(x − x′)
                 g, _, _ = gradients(self.model, points, tgt.rows(r % b))
                 w = weights[steps_]
-                flat_total += torch.tensordot(w, g.view(len(w), -1), dims=1).view_as(flat_total)
+                flat_total += torch.tensordot(w, g.reshape(len(w), -1), dims=1).view_as(flat_total)
                 continue
             item, pair, step = r % b, (r % nb).to(x.device), (r // nb).to(x.device)
             a = alphas[step].view(-1, *ones[1:])

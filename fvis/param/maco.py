@@ -60,7 +60,11 @@ def natural_magnitude(channels: int, height: int, width: int) -> tuple[torch.Ten
         grid = torch.stack([gx, gy], -1).unsqueeze(0).expand(len(pick), -1, -1, -1)
         out = F.grid_sample(grid_mag.unsqueeze(1), grid, align_corners=True, padding_mode="border")
         mag = out.squeeze(1).exp()
+    # |S(−k)| = |S(k)| on the columns rfft2 stores whole (as the phase is made odd there)
+    neg = (-torch.arange(height)) % height
+    cols = [0, width // 2] if width % 2 == 0 else [0]
     mag = mag.clone()
+    mag[..., cols] = (mag[..., cols] + mag[..., neg, :][..., cols]) / 2
     mag[:, 0, 0] = 0.0  # zero mean: the image is centred on grey
     return mag, std
 
@@ -79,6 +83,8 @@ class MacoImage(nn.Module):
     ):
         super().__init__()
         b, c, h, w = shape
+        if h * w < 4:
+            raise ValueError(f"a MACO image needs at least 4 pixels, not {h}×{w}")
         self.size = (h, w)
         mag, std = natural_magnitude(c, h, w)
         self.register_buffer("magnitude", mag, persistent=False)
