@@ -176,10 +176,19 @@ def cmd_render(args) -> int:
         redirected_relu_steps=args.redirected_relu,
         progress=not args.quiet,
         thresholds=_int_list(args.thresholds) if args.thresholds else (),
+        importance=args.importance,
     )
     out = Path(args.output)
     scale = args.scale or max(1, 128 // max(result.images.shape[-2:]))
     save_image(result.grid(ncol=args.ncol, scale=scale), out)
+    if result.importance is not None:
+        from fvis.heatmap import colorize
+
+        maps = colorize(result.importance, "inferno", signed=False, vmax=1.0)
+        save_image(
+            grid(maps, ncol=args.ncol, scale=scale),
+            out.with_name(f"{out.stem}_importance{out.suffix}"),
+        )
     for step, snap in sorted(result.snapshots.items()):
         save_image(
             grid(snap, ncol=args.ncol, scale=scale),
@@ -340,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outg.add_argument(
         "--thresholds", default=None, help="also save the images at these steps, e.g. 32,128"
+    )
+    outg.add_argument(
+        "--importance",
+        action="store_true",
+        help="also save OUT_importance.png: where the objective reacted to the image over "
+        "the whole optimization (accumulated |gradient|, MACO's transparency map; inferno)",
     )
     outg.add_argument("--ncol", type=int, default=None, help="images per row in the grid")
     outg.add_argument(

@@ -32,13 +32,17 @@ class RenderResult:
 
     ``images``: (B, C, H, W) in [0, 1] after the last step (CPU). ``snapshots``:
     ``{step: images}`` at the requested thresholds. ``history``: (steps, B) objective
-    value per step and batch item (before each step's update).
+    value per step and batch item (before each step's update). ``importance`` (with
+    ``render(importance=True)``): (B, 1, H, W), ``Σ_steps Σ_channels |∂objective/∂image|``
+    normalized to a maximum of 1 per item: the parts of the picture the objective kept
+    reacting to (MACO's transparency map, Fel et al. 2023); use it as an alpha channel.
     """
 
     images: torch.Tensor
     history: torch.Tensor
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
     objective: str = ""
+    importance: torch.Tensor | None = None
 
     def pil(self) -> list:
         """The images as PIL images (one per batch item)."""
@@ -98,6 +102,7 @@ def render(
     redirected_relu_steps: int = 0,
     device=None,
     progress: bool = True,
+    importance: bool = False,
 ) -> RenderResult:
     """Optimize ``param`` so that ``objective`` (per batch item) is maximized.
 
@@ -113,7 +118,8 @@ def render(
     attribute (0.05 for pixel/Fourier, 0.1 for MACO, 0.001 for CPPN), else 0.05.
     ``redirected_relu_steps``: use Lucid's redirected-ReLU gradient for this many first
     steps. ``device``: defaults to the model's (the model is moved if another is given).
-    Same seed, same device → same images, bit for bit.
+    Same seed, same device → same images, bit for bit. ``importance``: also accumulate
+    the gradient magnitude at the image (:class:`RenderResult`).
     """
     info = model_info(model)
     if device is not None:
@@ -139,12 +145,14 @@ def render(
         raise ValueError("the parameterization has no trainable parameters")
     opt = _optimizer(optimizer, params, lr)
     thresholds = set(int(t) for t in thresholds)
-    history, snapshots = [], {}
+    history, snapshots, saliency = [], {}, None
 
     with frozen(model), Progress(steps, f"render {objective.name}"[:60], progress) as bar:
         for step in range(1, steps + 1):
             opt.zero_grad(set_to_none=True)
             images = param()
+            if importance:
+                images.retain_grad()
             x = transform(images, gen)
             if fit_size is not None:
                 x = T.fit(x, fit_size)
@@ -158,6 +166,9 @@ def render(
                 values = objective(acts)
                 (-values.sum()).backward()
             opt.step()
+            if importance and images.grad is not None:
+                g = images.grad.detach().abs().sum(1, keepdim=True)
+                saliency = g if saliency is None else saliency + g
             history.append(values.detach())
             if step in thresholds:
                 with torch.no_grad():
@@ -166,9 +177,13 @@ def render(
                 bar.update(step, f"objective {values.detach().mean().item():.4g}")
     with torch.no_grad():
         final = param().detach().cpu()
+    if saliency is not None:
+        peak = saliency.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        saliency = (saliency / peak).cpu()
     return RenderResult(
         images=final,
         history=torch.stack(history).cpu(),
         snapshots=snapshots,
         objective=objective.name,
+        importance=saliency,
     )

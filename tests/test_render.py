@@ -196,3 +196,30 @@ def test_redirected_relu_keeps_in_place_semantics():
     assert torch.equal(got, want) and (got >= 0).all()
     got.sum().backward()  # autograd accepts the in-place result
     assert x.grad is not None
+
+
+def test_importance_marks_the_pixels_the_objective_reads():
+    """A 1×1 conv read at one position: only that pixel ever gets gradient."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1))
+    fvis.models.attach(net, fvis.models.ModelInfo((1, 8, 8)))
+    objective = O.one_per_item([O.neuron("0", 0, x=2, y=5), O.neuron("0", 1, x=6, y=1)])
+    r = fvis.render(net, objective, batch=2, steps=4, transforms=None, progress=False,
+                    importance=True)  # fmt: skip
+    assert r.importance.shape == (2, 1, 8, 8)
+    want = torch.zeros(2, 1, 8, 8)
+    want[0, 0, 5, 2] = want[1, 0, 1, 6] = 1.0
+    assert torch.equal(r.importance, want)
+    plain = fvis.render(net, objective, batch=2, steps=4, transforms=None, progress=False)
+    assert plain.importance is None and torch.equal(plain.images, r.images)
+
+
+def test_cli_importance_picture(tmp_path):
+    from PIL import Image
+
+    from fvis.cli import main
+
+    out = tmp_path / "c.png"
+    args = ["render", "--model", "fvis:mnist", "--class", "0,1", "--steps", "3", "--importance"]
+    assert main([*args, "-q", "-o", str(out)]) == 0
+    faded = Image.open(tmp_path / "c_importance.png")
+    assert faded.size == Image.open(out).size
