@@ -85,10 +85,9 @@ def visualize_tab(spec, weights, model):
         objective = O.one_per_item(units)
         if tv:
             objective = objective - tv * O.total_variation()
-        c, h, w = model.fvis_info.input_size
         if prior == "image":
-            param = fvis.param.image(
-                w, h, channels=c, batch=len(units), kind=param_kind, seed=int(seed)
+            param = fvis.param.for_input(
+                model.fvis_info.input_size, len(units), kind=param_kind, seed=int(seed)
             )
         else:
             from fvis.codespace import param_for
@@ -100,7 +99,8 @@ def visualize_tab(spec, weights, model):
         )
         bar.progress(1.0, text="done")
         st.image(
-            result.grid(ncol=8, scale=max(1, 112 // w)), caption=" | ".join(u.name for u in units)
+            result.grid(ncol=8, scale=max(1, 112 // model.fvis_info.input_size[2])),
+            caption=" | ".join(u.name for u in units),
         )
         st.line_chart(result.history.numpy(), height=200)
 

@@ -153,13 +153,11 @@ def cmd_render(args) -> int:
 
         param = param_for(args.prior, model, batch=len(units), seed=args.seed)
     else:
-        from fvis.param import image
+        from fvis.param import for_input
 
-        param = image(
-            meta_size[1],
-            meta_size[0],
-            channels=meta.channels,
-            batch=len(units),
+        param = for_input(
+            (meta.channels, *meta_size),
+            len(units),
             kind=args.param,
             decay_power=args.decay_power,
             seed=args.seed,

@@ -41,8 +41,6 @@ class _Redirect(core.Policy):
     modules = False
 
     def relu(self, z, inplace):
-        if inplace and z.is_leaf:
-            return None  # torch refuses in-place ops on a leaf that requires grad
         return _RedirectedReLU.apply(z, inplace)
 
 

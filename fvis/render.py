@@ -19,7 +19,7 @@ from fvis import transforms as T
 from fvis.image import grid, to_pil
 from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
-from fvis.param import image as image_param
+from fvis.param import DEFAULT_LR, for_input
 from fvis.progress import Progress
 from fvis.redirect import redirected_relu
 
@@ -129,8 +129,7 @@ def render(
     else:
         device = hooks.model_device(model)
     if param is None:
-        c, h, w = info.input_size
-        param = image_param(w, h, channels=c, batch=batch, seed=seed)
+        param = for_input(info.input_size, batch, seed=seed)
     param = param.to(device)
     transform = T.resolve(transforms)
     if size == "auto":
@@ -139,7 +138,7 @@ def render(
         fit_size = None if size is None else tuple(size)
     layers = [n for n in objective.layers if n != IMAGE]
     gen = torch.Generator().manual_seed(seed)  # CPU: transform draws need no device sync
-    lr = getattr(param, "lr", 0.05) if lr is None else lr
+    lr = getattr(param, "lr", DEFAULT_LR) if lr is None else lr
     params = [p for p in param.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the parameterization has no trainable parameters")

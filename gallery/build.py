@@ -78,8 +78,8 @@ def render_batches(
 
             param = param_for(prior, model, batch=len(todo), seed=seed)
         else:
-            c, h, w = model.fvis_info.input_size
-            param = fvis.param.image(w, h, channels=c, batch=len(todo), kind=param_kind, seed=seed)
+            info = model.fvis_info
+            param = fvis.param.for_input(info.input_size, len(todo), kind=param_kind, seed=seed)
         result = fvis.render(
             model, objective, param, batch=len(todo), steps=steps, seed=seed, progress=progress
         )

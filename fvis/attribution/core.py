@@ -86,8 +86,8 @@ class UnsupportedOperation(RuntimeError):
 # ---------------------------------------------------------------- classification tables
 _T = Tensor
 
-_RELU_FUNCS = {F.relu, torch.relu, torch.relu_, _T.relu, _T.relu_, F.relu6}
 _PLAIN_RELU = {F.relu, torch.relu, torch.relu_, _T.relu, _T.relu_}
+_RELU_FUNCS = _PLAIN_RELU | {F.relu6}
 _INPLACE_RELU = {torch.relu_, _T.relu_}
 # Python functionals: the signature tells where `inplace` is.
 _PY_ACT = [
@@ -420,7 +420,8 @@ class Policy:
     def relu(self, z: Tensor, inplace: bool):
         """Fast path for plain ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu(_)``): ``z`` is
         neither cloned nor copied back, so a policy that implements this applies ReLU to
-        ``z`` itself when ``inplace``. ``None``: the general :meth:`activation` path."""
+        ``z`` itself when ``inplace`` (never asked for a leaf). ``None``: the general
+        :meth:`activation` path."""
         return None
 
     def activation(self, op: Op, z: Tensor, f: Callable, relu_like: bool):
@@ -532,7 +533,9 @@ class Interceptor(TorchFunctionMode):
         if func in _PLAIN_RELU:
             z = args[0] if args else kwargs["input"]
             inplace = func in _INPLACE_RELU or bool(kwargs.get("inplace", args[1:2] == (True,)))
-            if is_activation(z) and (out := self.policy.relu(z, inplace)) is not None:
+            # torch refuses in-place ops on a leaf that requires grad: general path
+            fast = is_activation(z) and not (inplace and z.is_leaf)
+            if fast and (out := self.policy.relu(z, inplace)) is not None:
                 return out
         if func in _SIGNATURES:
             bound = _SIGNATURES[func].bind(*args, **kwargs)

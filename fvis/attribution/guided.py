@@ -79,8 +79,6 @@ class _Policy(core.Policy):
         return _ReluBackward.apply(z, f, self.guided) if relu_like else None
 
     def relu(self, z, inplace):
-        if inplace and z.is_leaf:
-            return None  # torch refuses in-place ops on a leaf that requires grad
         return _Relu.apply(z, inplace, self.guided)
 
 

@@ -242,15 +242,13 @@ class IntegratedGradients(Attribution):
         x = inputs.detach()
         tgt = Target(self.model, x, target)
         base = make_baselines(baselines, x, self.info, gen, n_baselines)  # (N, B, ...)
-        alphas, weights = quadrature(method, steps)
-        alphas, weights = alphas.to(x.dtype), weights.to(x.dtype)
+        alphas, weights = (t.to(x) for t in quadrature(method, steps))
         n_base, b = base.shape[0], x.shape[0]
         size = internal_batch_size or default_rows(b)
         nb, shape = n_base * b, x.shape[1:]
         total = torch.zeros_like(base)  # Σ_k w_k ∇f at the points of each (baseline, item)
         flat_total, flat_base = total.view(nb, *shape), base.view(nb, *shape)
         diff = (x.unsqueeze(0) - base).view(nb, *shape)  # x − x′ per (baseline, item)
-        alphas, weights = alphas.to(x.device), weights.to(x.device)
         ones = (1,) * x.dim()
         rows = len(alphas) * nb  # row r: step r // (N·B), baseline (r // B) % N
         for sl in row_chunks(rows, size):

@@ -22,11 +22,12 @@ from fvis.param.maco import MacoImage
 from fvis.param.spatial import FourierImage, PixelImage
 
 __all__ = [
-    "Image", "image", "KINDS", "COLOR_CORRELATION", "decorrelate", "FourierImage",
-    "PixelImage", "MacoImage", "CPPN",
+    "Image", "image", "for_input", "KINDS", "DEFAULT_LR", "COLOR_CORRELATION",
+    "decorrelate", "FourierImage", "PixelImage", "MacoImage", "CPPN",
 ]  # fmt: skip
 
 KINDS = ("fft", "pixel", "maco", "cppn")
+DEFAULT_LR = 0.05  # Adam's learning rate for a parameterization that names none
 
 _EPS = 1e-4  # keeps logit(init) finite for pixels at exactly 0 or 1
 
@@ -38,7 +39,7 @@ class Image(nn.Module):
         super().__init__()
         self.spatial = spatial
         self.decorrelate = decorrelate
-        self.lr = getattr(spatial, "lr", 0.05)
+        self.lr = getattr(spatial, "lr", DEFAULT_LR)
 
     def forward(self) -> torch.Tensor:
         t = self.spatial()
@@ -97,3 +98,10 @@ def image(
     else:
         spatial = PixelImage(shape, sd=sd, generator=g, init=raw)
     return Image(spatial, decorrelate)
+
+
+def for_input(input_size, batch: int = 1, **options) -> nn.Module:
+    """:func:`image` for a model input of size ``(C, H, W)``; ``options`` as for
+    :func:`image`."""
+    c, h, w = input_size
+    return image(w, h, channels=c, batch=batch, **options)
