@@ -25,8 +25,18 @@ if [ ! -f "$venv/.fvis-complete" ]; then
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = p.get("optional-dependencies", {})
-reqs = list(p["dependencies"]) + [r for k in ("data", "dev") for r in extras.get(k, [])]
-print("\n".join(r for r in reqs if not r.startswith("fvis")))
+reqs, todo, seen = list(p["dependencies"]), ["data", "dev"], set()
+while todo:  # expand self-references such as "fvis[data,ray]"
+    k = todo.pop()
+    if k in seen:
+        continue
+    seen.add(k)
+    for r in extras.get(k, []):
+        if r.startswith("fvis["):
+            todo += r[5:-1].split(",")
+        else:
+            reqs.append(r)
+print("\n".join(dict.fromkeys(reqs)))
 PY
   # torch and torchvision together from the registry, so their builds match.
   "$venv/bin/python" -m pip install -q -r "$venv/requirements.txt" >&2
