@@ -5,15 +5,15 @@ item whose ReLU gradient is all zero, the redirected gradient lets through the p
 that would push a negative input *up* (with the loss ``L = -objective``:
 ``g_redirected = 0 where x < 0 and ∂L/∂y > 0, else ∂L/∂y``). The forward value is the
 ordinary ``relu(x)``, in place where the model asks for it. Applied to ``nn.ReLU``
-modules and functional ``F.relu`` / ``torch.relu`` calls alike, by the interceptor of
-:mod:`fvis.attribution.core` in its light mode (ReLUs only, no module tracking).
+modules and functional ``F.relu`` / ``torch.relu`` calls alike, by the hook layer's
+interceptor (:mod:`fvis.hooks.intercept`) in its light mode (ReLUs only, no module tracking).
 """
 
 from __future__ import annotations
 
 import torch
 
-from fvis.attribution import core
+from fvis import hooks
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -35,7 +35,7 @@ class _RedirectedReLU(torch.autograd.Function):
         return torch.where(dead, redirected, relu_grad), None
 
 
-class _Redirect(core.Policy):
+class _Redirect(hooks.Policy):
     method = "redirected ReLU"
     kinds = frozenset({"activation"})
     modules = False
@@ -44,7 +44,7 @@ class _Redirect(core.Policy):
         return _RedirectedReLU.apply(z, inplace)
 
 
-def redirected_relu() -> core.Interceptor:
+def redirected_relu() -> hooks.Interceptor:
     """Context manager: every ReLU in the forward passes inside it uses the redirected
     gradient (other operations are untouched)."""
-    return core.Interceptor(_Redirect(), None)
+    return hooks.Interceptor(_Redirect(), None)

@@ -7,7 +7,7 @@ the chain rule ``m_{Δx Δt} = Σ_j m_{Δx Δy_j} m_{Δy_j Δt}``. They satisfy
 (exact up to float rounding for objectives linear in the activations they read, e.g.
 class logits, channels, neurons).
 
-Rules (each a backward pass installed through :mod:`fvis.attribution.core`, so functional
+Rules (each a backward pass installed through :mod:`fvis.hooks.intercept`, so functional
 ``F.relu`` and reused modules are handled per call):
 
 * **linear** (conv, linear, pooling, sums, BatchNorm in eval, reshaping): the gradient,
@@ -34,7 +34,7 @@ Rules (each a backward pass installed through :mod:`fvis.attribution.core`, so f
 
 Input and reference run as one batch of ``2B``; BatchNorm must be in eval mode. Operations
 without a rule (products of activations, layer norm, ...) raise
-:class:`~fvis.attribution.core.UnsupportedOperation`.
+:class:`~fvis.hooks.UnsupportedOperation`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fvis.attribution import core
+from fvis import hooks
+from fvis.attribution import algebra
 from fvis.attribution.base import Attribution, resolve_target
 from fvis.attribution.canonizers import canonized, default_canonizers
 from fvis.hooks import Activations
@@ -59,7 +60,7 @@ def _halves(t: Tensor, b: int) -> tuple[Tensor, Tensor]:
 def _rescale_multiplier(f, zx: Tensor, zr: Tensor, yx: Tensor, yr: Tensor) -> Tensor:
     dz, dy = zx - zr, yx - yr
     safe = dz.abs() > _EPS
-    return torch.where(safe, dy / torch.where(safe, dz, 1), core.local_derivative(f, zx))
+    return torch.where(safe, dy / torch.where(safe, dz, 1), algebra.local_derivative(f, zx))
 
 
 class _Rescale(torch.autograd.Function):
@@ -131,13 +132,13 @@ class _MaxPool(torch.autograd.Function):
         return torch.cat([gin, torch.zeros_like(gin)]), None, None
 
 
-class _Policy(core.Policy):
+class _Policy(algebra.Policy):
     strict = True
 
     def __init__(self, rule: str, b: int):
         self.rule, self.b = rule, b
         self.method = f"DeepLift(rule={rule!r})"
-        self.records: dict[int, tuple[Tensor, core.LinearCall, list[Tensor]]] = {}
+        self.records: dict[int, tuple[Tensor, algebra.LinearCall, list[Tensor]]] = {}
 
     def linear(self, op, call, inputs):
         if self.rule != "reveal_cancel":
@@ -215,13 +216,13 @@ class DeepLift(Attribution):
         """Contributions ``(B, ...)``; with ``return_delta`` also ``(B,)``
         ``Σ_i C_i − (t(x) − t(x⁰))`` (0 up to rounding). ``reference``: a tensor like one
         input or like ``inputs`` (default: zeros)."""
-        core.check_eval(self.model, f"DeepLift(rule={self.rule!r})")
+        hooks.check_eval(self.model, f"DeepLift(rule={self.rule!r})")
         objective = resolve_target(self.model, inputs, target)
         ref = _reference(reference, inputs)
         b = inputs.shape[0]
         both = torch.cat([inputs.detach(), ref]).requires_grad_(True)
         with canonized(self.model, inputs, self.canonizers):
-            acts = core.run(self.model, both, objective.layers, _Policy(self.rule, b))
+            acts = hooks.run(self.model, both, objective.layers, _Policy(self.rule, b))
             ax, ar = _split_acts(acts, b)
             sx = objective(ax)
             with torch.no_grad():

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from fvis.attribution import core
+from fvis import hooks
+from fvis.attribution import algebra
 from fvis.attribution.base import Attribution, resolve_target
 
 __all__ = ["Deconvnet", "GuidedBackprop"]
@@ -31,7 +32,7 @@ class _ReluBackward(torch.autograd.Function):
     def forward(ctx, z, f, guided):
         ctx.guided = guided
         if guided:
-            ctx.save_for_backward(core.local_derivative(f, z))
+            ctx.save_for_backward(algebra.local_derivative(f, z))
         return f(z)
 
     @staticmethod
@@ -67,7 +68,7 @@ class _Relu(torch.autograd.Function):
         return g, None, None
 
 
-class _Policy(core.Policy):
+class _Policy(hooks.Policy):
     kinds = frozenset({"activation"})
     modules = False
 
@@ -89,7 +90,7 @@ class _ModifiedGradient(Attribution):
         """The modified gradient ``(B, ...)`` like ``inputs`` for ``target`` (int class,
         per-item classes, an :class:`~fvis.objectives.Objective`, or ``None`` = predicted)."""
         objective = resolve_target(self.model, inputs, target)
-        return core.input_gradient(self.model, inputs, objective, _Policy(self.guided))
+        return hooks.input_gradient(self.model, inputs, objective, _Policy(self.guided))
 
 
 class Deconvnet(_ModifiedGradient):

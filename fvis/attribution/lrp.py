@@ -16,7 +16,7 @@ general it sums to ``t`` for objectives linear in ``A``) and is passed down laye
 
 BatchNorm is folded into the preceding conv/linear layer first (:class:`MergeBatchNorm`,
 undone afterwards). Every operation without a rule raises
-:class:`~fvis.attribution.core.UnsupportedOperation` naming the module. The result is the
+:class:`~fvis.hooks.UnsupportedOperation` naming the module. The result is the
 relevance of each input value, shaped like the input; with biases and ε > 0 the total is
 ``t`` minus what biases and stabilizers absorb.
 """
@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fvis.attribution import core
+from fvis import hooks
+from fvis.attribution import algebra
 from fvis.attribution.base import Attribution, resolve_target
 from fvis.attribution.canonizers import canonized, default_canonizers
 from fvis.attribution.composites import Composite, EpsilonPlus, Layer, Uniform
@@ -79,7 +80,7 @@ class _Seed(torch.autograd.Function):
         return g * a
 
 
-class _Policy(core.Policy):
+class _Policy(algebra.Policy):
     strict = True
     track_bounds = True
 
@@ -147,13 +148,13 @@ class LRP(Attribution):
     def attribute(self, inputs: Tensor, target=None) -> Tensor:
         """Relevance ``(B, ...)`` of each input value for ``target`` (int class, per-item
         classes, an :class:`~fvis.objectives.Objective`, ``None`` = predicted class)."""
-        core.check_eval(self.model, self.method)
+        hooks.check_eval(self.model, self.method)
         objective = resolve_target(self.model, inputs, target)
         x = inputs.detach().requires_grad_(True)
         bounds = self.info.valid_range(x) if x.dim() == 4 else None
         policy = _Policy(self.composite, self.method)
         with canonized(self.model, inputs, self.canonizers):
-            acts = core.run(self.model, x, objective.layers, policy, bounds=bounds)
+            acts = hooks.run(self.model, x, objective.layers, policy, bounds=bounds)
             s = objective(seeded(acts, objective.layers))
             (relevance,) = torch.autograd.grad(s.sum(), x)
         return relevance

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from fvis.attribution.core import IDENTITY, NEG, POS, LinearCall
+from fvis.attribution.algebra import IDENTITY, NEG, POS, LinearCall
 
 __all__ = [
     "Rule",

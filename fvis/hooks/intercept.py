@@ -14,7 +14,9 @@ place on a clone and copied back, so a rule never sees a tensor that changed und
 A policy that acts on few kinds says so (``Policy.kinds``; the rest run untouched) and may
 do without module names (``Policy.modules = False``: no hooks). Plain ReLU has a fast
 path (``Policy.relu``) without the clone: Guided Backprop, Deconvnet and the redirected
-ReLU of :mod:`fvis.redirect` run in this light mode.
+ReLU of :mod:`fvis.redirect` run in this light mode. Linear operations reach
+``Policy.linear`` described by the classes a policy names in ``Policy.calls`` (the rule
+algebra, :mod:`fvis.attribution.algebra`), which recompute them with modified weights.
 
 Kinds of operation and what the policies do with them:
 
@@ -45,37 +47,27 @@ run outside Python and cannot be intercepted; they are refused.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from fvis import hooks
+if TYPE_CHECKING:
+    from fvis.hooks.calls import CallTracker
 
 __all__ = [
-    "UnsupportedOperation",
+    "Interceptor",
+    "LinearCalls",
     "Op",
     "Policy",
-    "Interceptor",
-    "LinearCall",
-    "WeightedCall",
-    "PoolCall",
-    "SumCall",
-    "POS",
-    "NEG",
-    "IDENTITY",
-    "frozen",
-    "run",
-    "input_gradient",
+    "UnsupportedOperation",
     "is_activation",
-    "local_derivative",
-    "check_eval",
+    "op_name",
 ]
 
 
@@ -233,153 +225,6 @@ def op_name(func) -> str:
     return name
 
 
-# ---------------------------------------------------------------- linear operations
-def IDENTITY(w: Tensor) -> Tensor:  # noqa: N802 - constant-like weight modifiers
-    """Weight modifier: ``w``."""
-    return w
-
-
-def POS(w: Tensor) -> Tensor:  # noqa: N802
-    """Weight modifier: ``w⁺ = max(w, 0)``."""
-    return w.clamp(min=0)
-
-
-def NEG(w: Tensor) -> Tensor:  # noqa: N802
-    """Weight modifier: ``w⁻ = min(w, 0)``."""
-    return w.clamp(max=0)
-
-
-class LinearCall:
-    """One intercepted linear operation ``z = Σ_k op_k(a_k) + b`` of activations ``a_k``.
-
-    ``forward(inputs, fn, bias)`` recomputes it with every weight replaced by ``fn(w)``
-    (the bias by ``fn(b)`` when ``bias`` is true, else dropped); ``part(k, v, fn)`` is the
-    contribution of input ``k`` alone, ``op_k(v)`` with weights ``fn(w)`` and no bias.
-    ``kind`` is ``"conv"``, ``"linear"``, ``"pool"`` or ``"sum"``. ``bounds`` is set by a
-    policy that knows the value range of the input (see :class:`fvis.attribution.rules.ZBox`).
-    """
-
-    kind = ""
-    bounds: tuple[Tensor, Tensor] | None = None
-    _memo: dict | None = None
-
-    @contextlib.contextmanager
-    def memo(self) -> Iterator[None]:
-        """Within the block, each modified weight ``fn(w)`` is computed once (a VGG
-        classifier layer holds 10⁸ weights); dropped on exit."""
-        self._memo = {}
-        try:
-            yield
-        finally:
-            self._memo = None
-
-    def forward(self, inputs: Sequence[Tensor], fn=IDENTITY, bias: bool = True) -> Tensor:
-        raise NotImplementedError
-
-    def part(self, k: int, v: Tensor, fn=IDENTITY) -> Tensor:
-        raise NotImplementedError
-
-    def split(self, deltas: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """DeepLIFT's positive and negative parts of ``Δz = Σ_i w_i Δa_i`` (Shrikumar et al.
-        2017, eq. 6-7): ``Δz⁺ = Σ_i 1{w_i Δa_i > 0} w_i Δa_i``, ``Δz⁻`` likewise, computed as
-        ``W⁺Δa⁺ + W⁻Δa⁻`` and ``W⁻Δa⁺ + W⁺Δa⁻`` (with ``W⁻ = W − W⁺``: one clamp per call)."""
-        pos = neg = 0
-        with self.memo():
-            for k, d in enumerate(deltas):
-                dp, dn = d.clamp(min=0), d.clamp(max=0)
-                pp, pn = self.part(k, dp, POS), self.part(k, dn, POS)
-                ip, in_ = self.part(k, dp, IDENTITY), self.part(k, dn, IDENTITY)
-                pos = pos + pp + (in_ - pn)
-                neg = neg + (ip - pp) + pn
-        return pos, neg
-
-    def split_backward(self, deltas: Sequence[Tensor], gpos: Tensor, gneg: Tensor) -> list:
-        """Multipliers of the inputs from those of ``Δz⁺`` and ``Δz⁻`` (eq. 12-13): input
-        ``i`` gets ``w_i·g⁺`` where ``w_i Δa_i > 0``, ``w_i·g⁻`` where ``w_i Δa_i < 0``, and
-        ``w_i (g⁺ + g⁻)/2`` where ``Δa_i = 0``."""
-        out = []
-        for k, d in enumerate(deltas):
-            with torch.enable_grad(), self.memo():
-                leaf = torch.zeros_like(d).requires_grad_(True)
-                zp, zi = self.part(k, leaf, POS), self.part(k, leaf, IDENTITY)
-                vp_pos, vp_neg, vi_pos, vi_neg = (
-                    torch.zeros_like(leaf) if r is None else r
-                    for r in (
-                        *torch.autograd.grad(zp, leaf, gpos, retain_graph=True, allow_unused=True),
-                        *torch.autograd.grad(zp, leaf, gneg, allow_unused=True),
-                        *torch.autograd.grad(zi, leaf, gpos, retain_graph=True, allow_unused=True),
-                        *torch.autograd.grad(zi, leaf, gneg, allow_unused=True),
-                    )
-                )
-            up = vp_pos + (vi_neg - vp_neg)  # W⁺ᵀg⁺ + W⁻ᵀg⁻
-            down = (vi_pos - vp_pos) + vp_neg  # W⁻ᵀg⁺ + W⁺ᵀg⁻
-            zero = 0.5 * (vi_pos + vi_neg)
-            out.append(torch.where(d > 0, up, torch.where(d < 0, down, zero)))
-        return out
-
-
-class WeightedCall(LinearCall):
-    """``func(x, weight, bias, *args, **kwargs)``: a convolution or ``F.linear``."""
-
-    def __init__(self, func, weight: Tensor, bias: Tensor | None, args: tuple, kwargs: dict):
-        self.func, self.weight, self.bias, self.args, self.kwargs = func, weight, bias, args, kwargs
-        self.kind = "linear" if func is F.linear else "conv"
-
-    def _mod(self, fn, t: Tensor) -> Tensor:
-        if fn is IDENTITY or self._memo is None:
-            return fn(t)
-        key = (fn, id(t))
-        if key not in self._memo:
-            self._memo[key] = fn(t)
-        return self._memo[key]
-
-    def forward(self, inputs, fn=IDENTITY, bias=True):
-        b = self._mod(fn, self.bias) if (bias and self.bias is not None) else None
-        return self.func(inputs[0], self._mod(fn, self.weight), b, *self.args, **self.kwargs)
-
-    def part(self, k, v, fn=IDENTITY):
-        return self.func(v, self._mod(fn, self.weight), None, *self.args, **self.kwargs)
-
-
-class PoolCall(LinearCall):
-    """``func(x, *args, **kwargs)``: an average pool, a linear map with implicit positive
-    weights ``w``; a weight modifier scales it by ``fn(1)`` (so ``NEG`` gives 0)."""
-
-    kind = "pool"
-
-    def __init__(self, func, args: tuple, kwargs: dict):
-        self.func, self.args, self.kwargs = func, args, kwargs
-
-    def _scale(self, fn, like: Tensor) -> Tensor:
-        return fn(torch.ones((), dtype=like.dtype, device=like.device))
-
-    def forward(self, inputs, fn=IDENTITY, bias=True):
-        return self._scale(fn, inputs[0]) * self.func(inputs[0], *self.args, **self.kwargs)
-
-    def part(self, k, v, fn=IDENTITY):
-        return self.forward([v], fn)
-
-
-class SumCall(LinearCall):
-    """``Σ_k c_k a_k``: an addition or subtraction of activations (ResNet's
-    ``out += identity``, MobileNet's ``x + conv(x)``), broadcasting as torch does."""
-
-    kind = "sum"
-
-    def __init__(self, coeffs: Sequence[float], shape: torch.Size):
-        self.coeffs, self.shape = tuple(coeffs), shape  # shape: output without batch
-
-    def forward(self, inputs, fn=IDENTITY, bias=True):
-        out = 0
-        for c, a in zip(self.coeffs, inputs):
-            out = out + fn(torch.tensor(float(c), dtype=a.dtype, device=a.device)) * a
-        return out
-
-    def part(self, k, v, fn=IDENTITY):
-        c = fn(torch.tensor(float(self.coeffs[k]), dtype=v.dtype, device=v.device))
-        return torch.broadcast_to(c * v, (v.shape[0], *self.shape))
-
-
 # ---------------------------------------------------------------- policies and the mode
 @dataclass
 class Op:
@@ -399,6 +244,17 @@ class Op:
         return f"module {self.name or '<model>'!r} ({kind})"
 
 
+class LinearCalls(NamedTuple):
+    """How a policy wants intercepted linear operations described to :meth:`Policy.linear`:
+    ``weighted(func, weight, bias, args, kwargs)`` for a convolution or ``F.linear``,
+    ``pool(func, args, kwargs)`` for an average pool, ``sum(coeffs, shape)`` for a sum of
+    activations (the rule algebra's classes, :mod:`fvis.attribution.algebra`)."""
+
+    weighted: Callable
+    pool: Callable
+    sum: Callable
+
+
 class Policy:
     """What one attribution method does with each kind of operation.
 
@@ -415,7 +271,10 @@ class Policy:
     #: whether ops need the module running them (``Op.name``, ``Op.module``): costs a pair
     #: of hooks on every module
     modules = True
-    interceptor: Interceptor | None = None  # set by :func:`run`
+    #: the descriptions of linear operations :meth:`linear` receives; ``None``: linear
+    #: operations run untouched
+    calls: LinearCalls | None = None
+    interceptor: Interceptor | None = None  # set by :func:`fvis.hooks.run`
 
     def relu(self, z: Tensor, inplace: bool):
         """Fast path for plain ReLU (``nn.ReLU``, ``F.relu``, ``torch.relu(_)``): ``z`` is
@@ -432,7 +291,7 @@ class Policy:
         """``pool(t)`` returns ``(values, flat spatial indices)`` of the max pool."""
         return None
 
-    def linear(self, op: Op, call: LinearCall, inputs: list[Tensor]):
+    def linear(self, op: Op, call, inputs: list[Tensor]):
         return None
 
     def batch_norm(self, op: Op, x: Tensor, f: Callable):
@@ -446,40 +305,12 @@ class Policy:
         """An in-place operation copied ``src`` into ``dst``; ``dst`` now stands for it."""
 
 
-class _Tracker:
-    """Keeps the stack of running modules (forward pre-hook pushes, forward hook pops)."""
-
-    def __init__(self, model: nn.Module, x: Tensor):
-        tr = hooks.trace(model, x)  # before any hook: per-module call counts, cached
-        self.multi = {n for n, calls in tr.calls.items() if len(calls) > 1}
-        self.names: dict[int, str] = {}
-        self.modules: list[nn.Module] = []
-        for n, m in model.named_modules():
-            self.names.setdefault(id(m), n)
-            self.modules.append(m)
-        self.counts: Counter = Counter()
-        self.stack: list[tuple[str, nn.Module]] = []
-
-    def pre(self, module, inputs):
-        n = self.names[id(module)]
-        k = self.counts[n]
-        self.counts[n] += 1
-        self.stack.append((f"{n}:{k}" if n in self.multi else n, module))
-
-    def post(self, module, inputs, output):
-        if self.stack:
-            self.stack.pop()
-
-    def current(self) -> tuple[str, nn.Module | None]:
-        return self.stack[-1] if self.stack else ("", None)
-
-
 class Interceptor(TorchFunctionMode):
     """Routes every torch operation of a forward pass to a :class:`Policy` (see the module
     docstring). ``bounds[id(t)] = (t, low, high)`` carries the value range of the model input
     through neutral and scaling operations when ``policy.track_bounds``."""
 
-    def __init__(self, policy: Policy, tracker: _Tracker | None):
+    def __init__(self, policy: Policy, tracker: CallTracker | None):
         super().__init__()
         self.policy, self.tracker = policy, tracker
         self.bounds: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -594,17 +425,17 @@ class Interceptor(TorchFunctionMode):
             if self.policy.strict:
                 self._refuse(op, "its weights depend on the input")
             return func(*args, **kwargs) if args else func(x, w, b, **kwargs)
-        if not is_activation(x):
+        if not is_activation(x) or self.policy.calls is None:
             return func(x, w, b, *args[3:], **kwargs)
-        call = WeightedCall(func, w, b, tuple(args[3:]), kwargs)
+        call = self.policy.calls.weighted(func, w, b, tuple(args[3:]), kwargs)
         out = self.policy.linear(op, call, [x])
         return call.forward([x]) if out is None else out
 
     def _pool(self, func, args, kwargs):
         x, rest = args[0], args[1:]
-        if not is_activation(x):
+        if not is_activation(x) or self.policy.calls is None:
             return func(*args, **kwargs)
-        call = PoolCall(func, tuple(rest), dict(kwargs))
+        call = self.policy.calls.pool(func, tuple(rest), dict(kwargs))
         out = self.policy.linear(self._op(func, source=x), call, [x])
         return func(*args, **kwargs) if out is None else out
 
@@ -619,9 +450,9 @@ class Interceptor(TorchFunctionMode):
             return self._unknown_call(func, args, kwargs)
         if is_activation(a) and is_activation(b):
             shape = torch.broadcast_shapes(a.shape, b.shape)
-            if inplace and shape != a.shape:
+            if (inplace and shape != a.shape) or self.policy.calls is None:
                 return func(*args, **kwargs)
-            call = SumCall((1.0, float(sign * alpha)), shape[1:])
+            call = self.policy.calls.sum((1.0, float(sign * alpha)), shape[1:])
             inputs = [a.clone() if inplace else a, b]
             out = self.policy.linear(self._op(func, inplace, a), call, inputs)
             if out is None:
@@ -700,89 +531,3 @@ class Interceptor(TorchFunctionMode):
             a, b = f(lo), f(hi)
             if a.shape == out.shape:
                 self.bounds[id(out)] = (out, torch.minimum(a, b), torch.maximum(a, b))
-
-
-# ---------------------------------------------------------------- drivers
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad for the block (restored after, also on error), so
-    that every tensor requiring grad depends on the attributed input."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def check_eval(model: nn.Module, method: str) -> None:
-    """Refuse a model with a BatchNorm in training mode (checked before any forward pass,
-    which would update its running statistics)."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise UnsupportedOperation(
-                f"{method} needs BatchNorm in eval mode, but module {name or '<model>'!r} "
-                f"({type(m).__name__}) is in training mode, where it normalizes by batch "
-                "statistics. Call model.eval() first."
-            )
-
-
-def _refuse_script(model: nn.Module, method: str) -> None:
-    for name, m in model.named_modules():
-        if isinstance(m, torch.jit.ScriptModule):
-            raise UnsupportedOperation(
-                f"{method} cannot hook TorchScript module {name or '<model>'!r}: its operations "
-                "run outside Python. Pass the eager (un-scripted) nn.Module."
-            )
-
-
-def run(
-    model: nn.Module,
-    x: Tensor,
-    layers: Sequence[str],
-    policy: Policy,
-    *,
-    bounds: tuple[Tensor, Tensor] | None = None,
-) -> hooks.Activations:
-    """Forward ``x`` under ``policy`` and capture ``layers`` (:func:`fvis.hooks.capture`).
-
-    ``bounds`` = (low, high) broadcastable to ``x``: the value range of the input, carried
-    through neutral and scaling operations to the first layers (for the zᴮ rule). All
-    hooks are removed and parameter flags restored on exit, also on error.
-    """
-    _refuse_script(model, policy.method)
-    tracker = _Tracker(model, x) if policy.modules else None
-    mode = Interceptor(policy, tracker)
-    policy.interceptor = mode
-    if bounds is not None:
-        lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device).expand_as(x) for b in bounds)
-        mode.bounds[id(x)] = (x, lo, hi)
-    with contextlib.ExitStack() as stack:
-        stack.callback(mode.bounds.clear)
-        stack.enter_context(frozen(model))
-        if tracker is not None:
-            pairs = [(m, tracker.pre) for m in tracker.modules]
-            stack.enter_context(hooks.hooks_on(pairs, kind="forward_pre"))
-            stack.enter_context(hooks.hooks_on((m, tracker.post) for m in tracker.modules))
-        stack.enter_context(mode)
-        return hooks.capture(model, x, layers)
-
-
-def input_gradient(model: nn.Module, inputs: Tensor, objective, policy: Policy) -> Tensor:
-    """``∂ objective / ∂ inputs`` with the backward modified by ``policy``: (B, ...) like
-    ``inputs``. Each item's objective depends on its own input only."""
-    x = inputs.detach().requires_grad_(True)
-    acts = run(model, x, objective.layers, policy)
-    s = objective(acts)
-    (g,) = torch.autograd.grad(s.sum(), x)
-    return g
-
-
-def local_derivative(f: Callable, z: Tensor) -> Tensor:
-    """``f'(z)`` of an elementwise function, by autograd."""
-    with torch.enable_grad():
-        t = z.detach().requires_grad_(True)
-        (d,) = torch.autograd.grad(f(t).sum(), t)
-    return d

@@ -1,4 +1,4 @@
-"""The hook layer: the one place fvis touches ``nn.Module`` internals.
+"""Naming and tracing: which activations a model has and what they are called.
 
 Layers are addressed by the dotted names of ``model.named_modules()``, plus two
 special names: ``"input"`` (the tensor given to the model) and ``"output"`` (what
@@ -6,21 +6,16 @@ the model returns, e.g. logits). A module that runs more than once per forward
 pass (torchvision's ``BasicBlock`` calls ``self.relu`` twice) is addressed per
 call, ``"layer1.0.relu:0"`` and ``"layer1.0.relu:1"``; its bare name is refused
 with an error that lists those, because "which call?" has no right default.
-
-Everything here installs hooks only on the modules it needs and removes them in
-``finally``, so no hook survives a call, also one that raised.
-
->>> acts = capture(model, x, ["conv2", "fc1"])      # stops after fc1 runs
->>> acts["conv2"].shape
-torch.Size([1, 32, 14, 14])
+:func:`trace` runs one probe forward pass per model and input shape (cached) and
+records every module call and its output shape; an unknown name lists the nearest
+valid names.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +29,9 @@ __all__ = [
     "LayerError",
     "LayerInfo",
     "Trace",
-    "capture",
-    "check_no_hooks",
-    "hooks_on",
     "layers",
+    "locate",
+    "model_device",
     "module_for",
     "parse",
     "trace",
@@ -52,13 +46,6 @@ class LayerError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
-
-
-class _Stop(BaseException):
-    """Raised by a forward hook once every needed activation is captured.
-
-    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
-    """
 
 
 @dataclass(frozen=True)
@@ -117,7 +104,7 @@ class Trace:
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape (without batch) of the activation ``name`` (validated)."""
-        module, call = _validate(self, name)
+        module, call = locate(self, name)
         if module is None:
             return self.input_shape if name == INPUT else self.calls[""][0]
         return self.calls[module][call or 0]
@@ -199,7 +186,7 @@ def _nearest(name: str, candidates: Iterable[str], n: int = 6) -> list[str]:
     return (near + prefix)[:n]
 
 
-def _validate(tr: Trace, name: str) -> tuple[str | None, int | None]:
+def locate(tr: Trace, name: str) -> tuple[str | None, int | None]:
     """Return (module name, call index) for ``name``; ``None`` module for input/output."""
     base, call = parse(name)
     if base not in tr.calls:
@@ -256,126 +243,3 @@ def layers(model: nn.Module, input_size: Sequence[int] | None = None) -> list[La
     if input_size is None:
         input_size = model_info(model).input_size
     return trace(model, input_size).addressable()
-
-
-class Activations(dict):
-    """``{layer name: activation}`` captured by :func:`capture`.
-
-    ``.output``: the model output if the forward pass finished (else ``None``);
-    ``.grads``: gradients (with ``retain_grads``); ``.info``: the model's ``ModelInfo``.
-    """
-
-    output: torch.Tensor | None = None
-
-
-def capture(
-    model: nn.Module,
-    x: torch.Tensor,
-    names: Iterable[str],
-    *,
-    stop: bool = True,
-    retain_grads: bool = False,
-) -> Activations:
-    """Forward ``x`` through ``model`` and return the activations named in ``names``.
-
-    With ``stop=True`` the forward pass is cut as soon as the last needed activation
-    exists, so an early layer does not pay for the rest of the network. Captured
-    tensors stay in the autograd graph (differentiate with ``torch.autograd.grad``);
-    a captured tensor that the network goes on using is cloned first, so later
-    in-place ops (``ReLU(inplace=True)``) cannot change it. With ``retain_grads``,
-    ``acts.grads[name]`` holds each activation's gradient after a backward pass.
-    """
-    names = list(dict.fromkeys(names))
-    tr = trace(model, x)
-    wanted: dict[str, dict[int, str]] = {}  # module -> {call: layer name}
-    special = set()  # "input" / "output", when no module has that name
-    for name in names:
-        module, call = _validate(tr, name)
-        if module is None:
-            special.add(name)
-        else:
-            wanted.setdefault(module, {})[call] = name
-    acts = Activations()
-    acts.grads = {}
-    acts.info = model_info(model)
-    if INPUT in special:
-        acts[INPUT] = x
-    need_output = OUTPUT in special
-    remaining = sum(len(c) for c in wanted.values())
-    can_stop = stop and not need_output
-
-    def keep(name: str, t: torch.Tensor) -> None:
-        acts[name] = t
-        if retain_grads and t.requires_grad:
-            t.register_hook(lambda g, name=name: acts.grads.__setitem__(name, g))
-
-    if retain_grads and INPUT in acts and x.requires_grad:
-        x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
-
-    counters = dict.fromkeys(wanted, 0)
-
-    def make_hook(module_name: str):
-        def hook(mod, inp, out):
-            nonlocal remaining
-            call = counters[module_name]
-            counters[module_name] += 1
-            layer = wanted[module_name].get(call)
-            if layer is None:
-                return None
-            remaining -= 1
-            if can_stop and remaining == 0:
-                keep(layer, out)
-                raise _Stop
-            keep(layer, out)
-            return out.clone()  # downstream in-place ops must not touch what we keep
-
-        return hook
-
-    with hooks_on((model.get_submodule(m), make_hook(m)) for m in wanted):
-        try:
-            out = model(x)
-        except _Stop:
-            out = None
-    if out is not None:
-        acts.output = out
-        if need_output:
-            keep(OUTPUT, out)
-    missing = [n for n in names if n not in acts]
-    if missing:
-        raise LayerError(f"Layers {missing} did not run in this forward pass.")
-    return acts
-
-
-@contextlib.contextmanager
-def hooks_on(
-    pairs: Iterable[tuple[nn.Module, Callable]], *, kind: str = "forward"
-) -> Iterator[None]:
-    """Register ``(module, hook)`` pairs of one kind (``forward`` or ``forward_pre``)
-    for the duration of the block; always removed, also on error."""
-    handles = []
-    try:
-        for module, fn in pairs:
-            if kind == "forward":
-                handles.append(module.register_forward_hook(fn))
-            elif kind == "forward_pre":
-                handles.append(module.register_forward_pre_hook(fn))
-            else:
-                raise ValueError(f"kind must be 'forward' or 'forward_pre', not {kind!r}")
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def check_no_hooks(model: nn.Module) -> list[str]:
-    """Names of modules that still carry hooks (empty when the model is clean)."""
-    dirty = []
-    for name, m in model.named_modules():
-        if (
-            m._forward_hooks
-            or m._forward_pre_hooks
-            or m._backward_hooks
-            or getattr(m, "_backward_pre_hooks", None)
-        ):
-            dirty.append(name or "<model>")
-    return dirty

@@ -1,0 +1,93 @@
+"""The hook layer: the one place fvis touches ``nn.Module`` internals.
+
+Visualization and attribution both ask this package for activations and gradients by
+layer name; nothing else registers a hook or enters a ``TorchFunctionMode``.
+
+===========================================  ==============================================
+to ...                                       use
+===========================================  ==============================================
+list the layers, their shapes and per-call   :func:`layers`, :func:`trace` (:mod:`.names`)
+names (``layer1.0.relu:1``)
+read activations (stopping early)            :func:`capture` (:mod:`.forward`)
+read an activation's gradient                ``capture(..., retain_grads=True)``, or
+                                             ``torch.autograd.grad`` on the captured tensor
+change a backward rule for a kind of         a :class:`Policy` run by :func:`run`
+operation (ReLU, conv, sum, ...)             (:mod:`.intercept`)
+know which call of which module is running   :class:`CallTracker` (:mod:`.calls`)
+rewrite weights reversibly                   a canonizer (:mod:`fvis.attribution.canonizers`)
+                                             inside ``with canonizer.apply(model, x)``
+keep the model's flags and modes as they     :func:`frozen`, :func:`check_eval`
+were                                         (:mod:`.state`)
+===========================================  ==============================================
+
+Every function here installs hooks only on the modules it needs and removes them in
+``finally``, so no hook survives a call, also one that raised.
+
+>>> acts = capture(model, x, ["conv2", "fc1"])      # stops after fc1 runs
+>>> acts["conv2"].shape
+torch.Size([1, 32, 14, 14])
+"""
+
+from fvis.hooks.calls import CallTracker
+from fvis.hooks.forward import (
+    Activations,
+    capture,
+    check_no_hooks,
+    hooks_on,
+    input_gradient,
+    run,
+)
+from fvis.hooks.intercept import (
+    Interceptor,
+    LinearCalls,
+    Op,
+    Policy,
+    UnsupportedOperation,
+    is_activation,
+    op_name,
+)
+from fvis.hooks.names import (
+    INPUT,
+    OUTPUT,
+    LayerError,
+    LayerInfo,
+    Trace,
+    layers,
+    locate,
+    model_device,
+    module_for,
+    parse,
+    trace,
+)
+from fvis.hooks.state import check_eval, frozen, refuse_script
+
+__all__ = [
+    "INPUT",
+    "OUTPUT",
+    "Activations",
+    "CallTracker",
+    "Interceptor",
+    "LayerError",
+    "LayerInfo",
+    "LinearCalls",
+    "Op",
+    "Policy",
+    "Trace",
+    "UnsupportedOperation",
+    "capture",
+    "check_eval",
+    "check_no_hooks",
+    "frozen",
+    "hooks_on",
+    "input_gradient",
+    "is_activation",
+    "layers",
+    "locate",
+    "model_device",
+    "module_for",
+    "op_name",
+    "parse",
+    "refuse_script",
+    "run",
+    "trace",
+]

@@ -1,0 +1,195 @@
+"""The hooked forward pass: read activations, with early stop, and run under a policy.
+
+:func:`capture` installs hooks only on the modules it needs and removes them in
+``finally``, so no hook survives a call, also one that raised. :func:`run` is the same
+pass with every torch operation routed to a :class:`~fvis.hooks.intercept.Policy`
+(the modified backward passes of the rule-based attribution methods).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fvis.hooks.calls import CallTracker
+from fvis.hooks.intercept import Interceptor, Policy
+from fvis.hooks.names import INPUT, OUTPUT, LayerError, locate, trace
+from fvis.hooks.state import frozen, refuse_script
+from fvis.models.info import info as model_info
+
+__all__ = ["Activations", "capture", "check_no_hooks", "hooks_on", "input_gradient", "run"]
+
+
+class _Stop(BaseException):
+    """Raised by a forward hook once every needed activation is captured.
+
+    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
+    """
+
+
+class Activations(dict):
+    """``{layer name: activation}`` captured by :func:`capture`.
+
+    ``.output``: the model output if the forward pass finished (else ``None``);
+    ``.grads``: gradients (with ``retain_grads``); ``.info``: the model's ``ModelInfo``.
+    """
+
+    output: torch.Tensor | None = None
+
+
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    names: Iterable[str],
+    *,
+    stop: bool = True,
+    retain_grads: bool = False,
+) -> Activations:
+    """Forward ``x`` through ``model`` and return the activations named in ``names``.
+
+    With ``stop=True`` the forward pass is cut as soon as the last needed activation
+    exists, so an early layer does not pay for the rest of the network. Captured
+    tensors stay in the autograd graph (differentiate with ``torch.autograd.grad``);
+    a captured tensor that the network goes on using is cloned first, so later
+    in-place ops (``ReLU(inplace=True)``) cannot change it. With ``retain_grads``,
+    ``acts.grads[name]`` holds each activation's gradient after a backward pass.
+    """
+    names = list(dict.fromkeys(names))
+    tr = trace(model, x)
+    wanted: dict[str, dict[int, str]] = {}  # module -> {call: layer name}
+    special = set()  # "input" / "output", when no module has that name
+    for name in names:
+        module, call = locate(tr, name)
+        if module is None:
+            special.add(name)
+        else:
+            wanted.setdefault(module, {})[call] = name
+    acts = Activations()
+    acts.grads = {}
+    acts.info = model_info(model)
+    if INPUT in special:
+        acts[INPUT] = x
+    need_output = OUTPUT in special
+    remaining = sum(len(c) for c in wanted.values())
+    can_stop = stop and not need_output
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        acts[name] = t
+        if retain_grads and t.requires_grad:
+            t.register_hook(lambda g, name=name: acts.grads.__setitem__(name, g))
+
+    if retain_grads and INPUT in acts and x.requires_grad:
+        x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
+
+    counters = dict.fromkeys(wanted, 0)
+
+    def make_hook(module_name: str):
+        def hook(mod, inp, out):
+            nonlocal remaining
+            call = counters[module_name]
+            counters[module_name] += 1
+            layer = wanted[module_name].get(call)
+            if layer is None:
+                return None
+            remaining -= 1
+            if can_stop and remaining == 0:
+                keep(layer, out)
+                raise _Stop
+            keep(layer, out)
+            return out.clone()  # downstream in-place ops must not touch what we keep
+
+        return hook
+
+    with hooks_on((model.get_submodule(m), make_hook(m)) for m in wanted):
+        try:
+            out = model(x)
+        except _Stop:
+            out = None
+    if out is not None:
+        acts.output = out
+        if need_output:
+            keep(OUTPUT, out)
+    missing = [n for n in names if n not in acts]
+    if missing:
+        raise LayerError(f"Layers {missing} did not run in this forward pass.")
+    return acts
+
+
+@contextlib.contextmanager
+def hooks_on(
+    pairs: Iterable[tuple[nn.Module, Callable]], *, kind: str = "forward"
+) -> Iterator[None]:
+    """Register ``(module, hook)`` pairs of one kind (``forward`` or ``forward_pre``)
+    for the duration of the block; always removed, also on error."""
+    handles = []
+    try:
+        for module, fn in pairs:
+            if kind == "forward":
+                handles.append(module.register_forward_hook(fn))
+            elif kind == "forward_pre":
+                handles.append(module.register_forward_pre_hook(fn))
+            else:
+                raise ValueError(f"kind must be 'forward' or 'forward_pre', not {kind!r}")
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def check_no_hooks(model: nn.Module) -> list[str]:
+    """Names of modules that still carry hooks (empty when the model is clean)."""
+    dirty = []
+    for name, m in model.named_modules():
+        if (
+            m._forward_hooks
+            or m._forward_pre_hooks
+            or m._backward_hooks
+            or getattr(m, "_backward_pre_hooks", None)
+        ):
+            dirty.append(name or "<model>")
+    return dirty
+
+
+def run(
+    model: nn.Module,
+    x: Tensor,
+    layers: Sequence[str],
+    policy: Policy,
+    *,
+    bounds: tuple[Tensor, Tensor] | None = None,
+) -> Activations:
+    """Forward ``x`` under ``policy`` and capture ``layers`` (:func:`capture`).
+
+    ``bounds`` = (low, high) broadcastable to ``x``: the value range of the input, carried
+    through neutral and scaling operations to the first layers (for the zᴮ rule). All
+    hooks are removed and parameter flags restored on exit, also on error.
+    """
+    refuse_script(model, policy.method)
+    tracker = CallTracker(model, x) if policy.modules else None
+    mode = Interceptor(policy, tracker)
+    policy.interceptor = mode
+    if bounds is not None:
+        lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device).expand_as(x) for b in bounds)
+        mode.bounds[id(x)] = (x, lo, hi)
+    with contextlib.ExitStack() as stack:
+        stack.callback(mode.bounds.clear)
+        stack.enter_context(frozen(model))
+        if tracker is not None:
+            pairs = [(m, tracker.pre) for m in tracker.modules]
+            stack.enter_context(hooks_on(pairs, kind="forward_pre"))
+            stack.enter_context(hooks_on((m, tracker.post) for m in tracker.modules))
+        stack.enter_context(mode)
+        return capture(model, x, layers)
+
+
+def input_gradient(model: nn.Module, inputs: Tensor, objective, policy: Policy) -> Tensor:
+    """``∂ objective / ∂ inputs`` with the backward modified by ``policy``: (B, ...) like
+    ``inputs``. Each item's objective depends on its own input only."""
+    x = inputs.detach().requires_grad_(True)
+    acts = run(model, x, objective.layers, policy)
+    s = objective(acts)
+    (g,) = torch.autograd.grad(s.sum(), x)
+    return g

@@ -1,0 +1,34 @@
+"""The package layout: visualization does not depend on attribution, and the generator
+priors' import path is their folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(out.stdout.split())
+
+
+def test_import_fvis_does_not_import_attribution():
+    loaded = _modules_after("import fvis; fvis.render; fvis.codespace.maximize")
+    assert "fvis.render" in loaded and "fvis.hooks" in loaded
+    assert not [m for m in loaded if m.startswith("fvis.attribution")]
+
+
+def test_generators_import_path_is_their_folder_and_scripts_stay_unimported():
+    loaded = _modules_after("import fvis.generators as g; g.load('mnist'); import fvis.codespace")
+    import fvis.generators
+
+    assert Path(fvis.generators.__file__).parent == ROOT / "fvis" / "generators"
+    assert "fvis.generators.mnist_gan" in loaded
+    assert "fvis.generators.train_mnist_gan" not in loaded
+    assert "fvis.generators.fit_prior" not in loaded
