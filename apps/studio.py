@@ -40,9 +40,10 @@ def sidebar():
     spec = st.sidebar.text_input(
         "model",
         "fvis:mnist",
-        help="fvis:mnist, fvis:mnist-mlp, torchvision:NAME or a checkpoint path",
+        help="fvis:mnist, fvis:mnist-mlp, torchvision:NAME, timm:NAME, hf:FOLDER or a "
+        "checkpoint path",
     )
-    weights = st.sidebar.selectbox("torchvision weights", ["DEFAULT", "none"])
+    weights = st.sidebar.selectbox("weights", ["DEFAULT", "none"])
     try:
         model = load(spec, weights)
     except Exception as e:  # shown to the user, who can fix the spec

@@ -35,14 +35,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="fvis:mnist",
-        help="model spec: fvis:mnist (bundled), torchvision:NAME, or a checkpoint "
-        "written by fvis.models.save (default: %(default)s)",
+        help="model spec: fvis:mnist (bundled), torchvision:NAME, timm:NAME, hf:FOLDER "
+        "(a transformers image classifier), or a checkpoint written by fvis.models.save "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--weights",
         default="DEFAULT",
-        help="torchvision weights: DEFAULT, none (random init), an enum name or a "
-        "file path (default: %(default)s)",
+        help="DEFAULT (bundled, or from the local cache; nothing is downloaded), none "
+        "(random init, seeded), a file path, or a torchvision enum name (default: %(default)s)",
     )
     p.add_argument(
         "--device",
@@ -134,6 +135,7 @@ def cmd_render(args) -> int:
     from fvis.image import grid
     from fvis.io import save_image
     from fvis.models import info
+    from fvis.outputs import select
 
     model, device = _load(args)
     units, classes = _objectives(args, model)
@@ -197,7 +199,7 @@ def cmd_render(args) -> int:
     if classes is not None:
         with torch.no_grad():
             x = meta.normalize(result.images.to(device))
-            probs = model(x).softmax(1).cpu()
+            probs = select(model(x)).softmax(1).cpu()
     for i, u in enumerate(units):
         line = f"  [{i}] {u.name}: objective {final[i]:.4g}"
         if probs is not None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fvis.hooks import OUTPUT
+from fvis.outputs import select
 from fvis.transforms import gaussian_blur
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "channel",
     "channel_interpolate",
     "class_logit",
+    "class_region",
     "direction",
     "direction_neuron",
     "diversity",
@@ -211,7 +213,7 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
     is averaged over positions."""
 
     def fn(a):
-        out = _act(a, OUTPUT)
+        out = select(_act(a, OUTPUT))  # a dict / ModelOutput output: its main tensor
         k = label
         if not isinstance(k, int):
             info = getattr(a, "info", None)
@@ -224,6 +226,40 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
         return _spatial_mean(_channel_of(out, OUTPUT, k))
 
     return _make(fn, [OUTPUT], f"class({label})", batch)
+
+
+def class_region(
+    label: int | str, mask, *, key: str | None = None, batch: int | None = None
+) -> Objective:
+    """Segmentation: the mean logit of class ``label`` over a region,
+    ``Σ_{y,x} m[y,x] · out[b, label, y, x] / Σ_{y,x} m[y,x]``, at the mask's resolution
+    (the output is resized bilinearly to the mask's (H, W) if it differs, so a mask
+    drawn on the input works for models with coarse logits). ``mask``: (H, W) or
+    (B, H, W), bool or weights ≥ 0 (see :func:`fvis.models.segmentation.predicted_mask`).
+    ``key`` names the output entry (``"out"`` for torchvision; default: the main one)."""
+    m = torch.as_tensor(mask)
+    if m.dim() not in (2, 3) or m.dtype.is_complex or (m.float() < 0).any():
+        raise ValueError(
+            f"mask must be (H, W) or (B, H, W) of bools or weights ≥ 0, not {tuple(m.shape)}"
+        )
+    if not (m.flatten(-2).float().sum(-1) > 0).all():
+        raise ValueError("mask is empty (for some item): the region's mean is undefined")
+
+    def fn(a):
+        out = select(_act(a, OUTPUT), key)
+        if out.dim() != 4:
+            raise ValueError(
+                f"class_region needs a (B, classes, H, W) output; got {tuple(out.shape)}"
+            )
+        w = m.to(device=out.device, dtype=out.dtype)
+        if out.shape[-2:] != w.shape[-2:]:
+            out = F.interpolate(out, size=w.shape[-2:], mode="bilinear", align_corners=False)
+        k = label if isinstance(label, int) else a.info.label_index(label)
+        logit = _channel_of(out, OUTPUT, k)
+        w = w.expand_as(logit)
+        return (logit * w).flatten(1).sum(1) / w.flatten(1).sum(1)
+
+    return _make(fn, [OUTPUT], f"region(class {label})", batch)
 
 
 def _dir_tensor(vec, like: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 2)[2],
     )
-    ap.add_argument("--model", default="fvis:mnist", help="model spec (default fvis:mnist)")
+    ap.add_argument(
+        "--model",
+        default="fvis:mnist",
+        help="model spec: fvis:NAME, torchvision:NAME, timm:NAME, hf:FOLDER or a checkpoint",
+    )
+    ap.add_argument("--weights", default="DEFAULT", help="DEFAULT, none or a weights file")
     ap.add_argument("--layers", required=True, help="comma-separated layer names")
     ap.add_argument(
         "--max-channels", type=int, default=None, help="render at most this many channels per layer"
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     device = args.device or fvis.models.default_device()
-    model = fvis.load_model(args.model, device=device)
+    model = fvis.load_model(args.model, weights=args.weights, device=device)
     out = Path(args.out)
     units = units_of(model, [s.strip() for s in args.layers.split(",")], args.max_channels)
     atomic_write_text(

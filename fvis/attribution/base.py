@@ -5,7 +5,9 @@
 with ``upsample=True``). ``inputs`` are model inputs (already normalized, as the
 model takes them). ``target`` is an int class, a per-item tensor of classes, any
 :class:`fvis.objectives.Objective` (so a hidden channel can be explained), or
-``None`` for each item's predicted class. :class:`Target` resolves it once on the real
+``None`` for each item's predicted class; ``(key, classes)`` addresses one entry of a
+dict / ``ModelOutput`` / tuple output (``("out", 15)``; otherwise the main one,
+:func:`fvis.outputs.select`). :class:`Target` resolves it once on the real
 inputs and re-addresses it to expanded batches (IG steps, noise samples), which are
 processed in chunks of ``internal_batch_size`` rows (:func:`row_chunks`).
 """
@@ -23,6 +25,7 @@ from fvis import hooks
 from fvis.hooks import INPUT, OUTPUT
 from fvis.models.info import info as model_info
 from fvis.objectives import Objective
+from fvis.outputs import rows, select
 
 __all__ = [
     "Attribution",
@@ -111,20 +114,23 @@ def row_chunks(n_rows: int, size: int | None) -> Iterator[slice]:
 
 
 class _Classes(Objective):
-    """Class logits ``out[r, classes[r]]`` of a batch; keeps ``classes`` so that an
-    expansion method can re-address it to its own rows."""
+    """Class logits ``out[r, classes[r]]`` of a batch (of output entry ``key`` when the
+    model returns a dict, ``ModelOutput`` or tuple); a spatial output (B, K, H, W) gives
+    the class map's mean. Keeps ``classes`` so that an expansion method can re-address it
+    to its own rows."""
 
-    __slots__ = ("classes",)
+    __slots__ = ("classes", "key")
 
-    def __init__(self, classes: torch.Tensor):
+    def __init__(self, classes: torch.Tensor, key: str | None = None):
         self.classes = classes
+        self.key = key
 
         def fn(a):
-            out = a[OUTPUT]
-            if out.dim() != 2:
+            out = select(a[OUTPUT], key)
+            if out.dim() not in (2, 4):
                 raise ValueError(
-                    f"a class target needs a model output of shape (B, classes); this model "
-                    f"returns {tuple(out.shape)}. Pass an Objective as target instead."
+                    f"a class target needs a model output of shape (B, classes) or (B, classes, "
+                    f"H, W); this model returns {tuple(out.shape)}. Pass an Objective as target."
                 )
             n = out.shape[1]
             if classes.numel() != out.shape[0]:
@@ -135,10 +141,12 @@ class _Classes(Objective):
                     f"target class {classes[bad][0].item()} is out of range for a model with "
                     f"{n} outputs (valid: 0..{n - 1})"
                 )
-            return out.gather(1, classes.to(out.device).view(-1, 1)).squeeze(1)
+            picked = out.flatten(2).mean(2) if out.dim() == 4 else out
+            return picked.gather(1, classes.to(out.device).view(-1, 1)).squeeze(1)
 
         shown = classes.tolist() if classes.numel() <= 8 else f"{classes.numel()} classes"
-        super().__init__(fn, [OUTPUT], f"class({shown})")
+        where = f"{key}: " if key is not None else ""
+        super().__init__(fn, [OUTPUT], f"class({where}{shown})")
 
 
 def _grouped(objective: Objective, batch: int, groups: int) -> Objective:
@@ -151,7 +159,8 @@ def _grouped(objective: Objective, batch: int, groups: int) -> Objective:
     def fn(a):
         values = []
         for g in range(groups):
-            sub = hooks.Activations({k: v[g * batch : (g + 1) * batch] for k, v in a.items()})
+            block = slice(g * batch, (g + 1) * batch)
+            sub = hooks.Activations({k: rows(v, block) for k, v in a.items()})
             sub.info, sub.grads, sub.output = getattr(a, "info", None), {}, None
             values.append(objective(sub))
         return torch.cat(values)
@@ -175,19 +184,24 @@ class Target:
         self.batch = inputs.shape[0]
         self.classes: torch.Tensor | None = None
         self.objective: Objective | None = None
+        self.key: str | None = None
         if isinstance(target, _Classes):
-            target = target.classes
+            self.key, target = target.key, target.classes
+        if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
+            self.key, target = target  # ("out", 15): class 15 of output entry "out"
+            if isinstance(target, str | tuple):
+                raise TypeError(f"target ({self.key!r}, ...) needs classes, not {target!r}")
         if isinstance(target, Objective):
             self.objective = target
             return
         if target is None:
             with torch.no_grad():
-                out = model(inputs)
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                out = select(model(inputs), self.key)
+            if out.dim() != 2:
                 raise ValueError(
                     f"target=None means each item's predicted class, which needs an output of "
-                    f"shape (B, classes); this model returns {shape}. Pass an Objective."
+                    f"shape (B, classes); this model returns {tuple(out.shape)}. Pass a class "
+                    "or an Objective (e.g. objectives.class_region for segmentation)."
                 )
             classes = out.argmax(1)
         elif isinstance(target, str):
@@ -214,7 +228,7 @@ class Target:
         """The objective for an expanded batch whose row ``r`` is a copy of item
         ``items[r]``."""
         if self.classes is not None:
-            return _Classes(self.classes[items.to(self.classes.device)])
+            return _Classes(self.classes[items.to(self.classes.device)], self.key)
         b, n = self.batch, items.numel()
         if n % b == 0 and torch.equal(items.cpu(), torch.arange(b).repeat(n // b)):
             return _grouped(self.objective, b, n // b)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fvis.models.info import info as model_info
+from fvis.outputs import select
 
 __all__ = [
     "INPUT",
@@ -119,6 +120,15 @@ def _first_tensor(x) -> torch.Tensor | None:
     return None
 
 
+def _main_output(out) -> torch.Tensor | None:
+    """The model's main output tensor (:func:`fvis.outputs.select`), if it has one: a dict
+    or ``ModelOutput`` output stays addressable as ``"output"``."""
+    try:
+        return select(out)
+    except ValueError:
+        return None
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a stateless model)."""
     for t in model.parameters():
@@ -154,7 +164,7 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
         calls.setdefault(name, [])
 
         def hook(mod, inp, out, name=name):
-            t = _first_tensor(out)
+            t = _first_tensor(out) if name else _main_output(out)
             finished.append((name, len(calls[name])))
             calls[name].append(tuple(t.shape[1:]) if t is not None else None)
 

@@ -5,19 +5,27 @@ spec                    model
 ======================  ==========================================================
 ``fvis:mnist``          bundled MNIST CNN (offline; weights in ``fvis/models/weights``)
 ``fvis:mnist-mlp``      bundled MNIST MLP, an independent second classifier
-``torchvision:NAME``    ``torchvision.models.NAME``
+``torchvision:NAME``    ``torchvision.models.NAME`` (classifiers and segmentation)
+``timm:NAME``           ``timm.create_model(NAME)`` (:mod:`fvis.models.timm_models`)
+``hf:FOLDER_OR_NAME``   a ``transformers`` image classifier (:mod:`fvis.models.hf_models`)
 ``PATH.pt``             a checkpoint written by :func:`save` (loaded ``weights_only``)
 ======================  ==========================================================
 
-``weights`` is ``"DEFAULT"`` (the bundled weights, or torchvision's default weights
-from the local torch hub cache; nothing is downloaded), ``None`` (random init), a
-path to a state dict, or for torchvision a weights enum or its name.
+``weights`` is ``"DEFAULT"`` (the bundled weights, or the library's default weights
+from the local cache; nothing is downloaded), ``None`` (random init, seeded with
+:data:`INIT_SEED`, so the same in every process), a path to a
+weights file, or for torchvision a weights enum or its name. Other keyword arguments
+go to the model's constructor (``load_model("timm:vit_tiny_patch16_224", depth=2)``).
 
-Models come back in eval mode with ``requires_grad`` off for every parameter.
+Models come back in eval mode with ``requires_grad`` off for every parameter. A module
+passed in is set to eval mode and, unless it carries a :class:`ModelInfo`, described
+from its own config (timm's ``pretrained_cfg``, a ``transformers`` config, a torchvision
+ViT's image size); a ``transformers`` model comes back as a view returning its logits.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +34,7 @@ import torch
 from torch import nn
 
 from fvis.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach, info
+from fvis.outputs import OutputView
 
 __all__ = [
     "default_device",
@@ -39,6 +48,7 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+INIT_SEED = 0  # torch's seed while a model with weights=None is built
 DIGITS = tuple(str(i) for i in range(10))
 # mean/std: the usual MNIST statistics; the bundled models end in flatten → linear.
 MNIST_INFO = ModelInfo(
@@ -70,22 +80,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _prepare(model: nn.Module, meta: ModelInfo, device) -> nn.Module:
+def _prepare(
+    model: nn.Module, meta: ModelInfo, device, spec: str = "", kwargs: dict | None = None
+) -> nn.Module:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     attach(model, meta)
+    model.fvis_source = {"spec": spec, "kwargs": dict(kwargs or {})}  # for save()
     return model.to(device) if device is not None else model
 
 
 def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwargs) -> nn.Module:
-    """Load a model by spec (see the module docstring); an ``nn.Module`` is returned as is
-    (with inferred metadata attached if it had none)."""
+    """Load a model by spec (see the module docstring). An ``nn.Module`` is set to eval
+    mode and returned (a ``transformers`` model as a view returning its logits), with
+    metadata read from its config attached if it had none."""
     if isinstance(spec, nn.Module):
-        if not hasattr(spec, "fvis_info"):
-            attach(spec, info(spec))
-        return spec.to(device) if device is not None else spec
+        return _adopt(spec, device)
     kind, _, name = spec.partition(":")
+    weights = None if _is_none(weights) else weights
     if kind == "fvis":
         if name not in BUNDLED:
             raise ValueError(
@@ -94,8 +107,8 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
             )
         make, fname, meta = BUNDLED[name]
         model = make()
-        if _is_none(weights):
-            return _prepare(model, meta, device)
+        if weights is None:
+            return _prepare(model, meta, device, spec)
         path = WEIGHTS_DIR / fname if weights == "DEFAULT" else Path(weights)
         if not path.exists():
             raise FileNotFoundError(
@@ -107,15 +120,41 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
                 )
             )
         model.load_state_dict(_state_dict(path))
-        return _prepare(model, meta, device)
-    if kind == "torchvision":
-        return _prepare(*_torchvision(name, weights, **kwargs), device)
+        return _prepare(model, meta, device, spec)
+    if kind in ("torchvision", "timm", "hf"):
+        if kind == "torchvision":
+            build = _torchvision
+        elif kind == "timm":
+            from fvis.models.timm_models import load as build
+        else:
+            from fvis.models.hf_models import load as build
+        # A random init is seeded, so a spec gives the same model in every process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(INIT_SEED)
+            model, meta = build(name, weights, **kwargs)
+        return _prepare(model, meta, device, spec, kwargs)
     if os.path.splitext(spec)[1] in (".pt", ".pth", ".ckpt") or os.path.exists(spec):
         return _from_checkpoint(Path(spec), device)
     raise ValueError(
-        f"Cannot read model spec {spec!r}. Use 'fvis:mnist', 'torchvision:resnet18' or a "
-        "path to a checkpoint written by fvis.models.save."
+        f"Cannot read model spec {spec!r}. Use 'fvis:mnist', 'torchvision:resnet18', "
+        "'timm:resnet18', 'hf:FOLDER' or a path to a checkpoint written by fvis.models.save."
     )
+
+
+def _adopt(model: nn.Module, device) -> nn.Module:
+    """A module passed in: eval mode, a logits view for ``transformers`` models, and
+    its info (see :func:`fvis.models.info.info`) attached unless it has one."""
+    from fvis.models.info import is_hf
+
+    if is_hf(model):
+        view = OutputView(model, "logits")
+        if hasattr(model, "fvis_info"):
+            attach(view, model.fvis_info)
+        model = view
+    model.eval()
+    if not hasattr(model, "fvis_info"):
+        attach(model, info(model))
+    return model.to(device) if device is not None else model
 
 
 def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
@@ -135,16 +174,20 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
     meta = ModelInfo(
         input_size=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD, name=f"torchvision:{name}"
     )
-    if _is_none(weights):
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        # segmentation/detection: never fetch ImageNet weights for the backbone
+        kwargs = {"weights_backbone": None, **kwargs}
+    if weights is None:
         if name == "googlenet":
             kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
-        return builder(weights=None, **kwargs), meta
+        model = builder(weights=None, **kwargs)
+        return model, meta.with_(**_fixed_size(model, meta.input_size))
     if isinstance(weights, os.PathLike) or (isinstance(weights, str) and _looks_like_path(weights)):
         if not os.path.exists(weights):
             raise FileNotFoundError(f"No weights file at {weights} for torchvision:{name}.")
         model = builder(weights=None, **kwargs)
         model.load_state_dict(_state_dict(weights))
-        return model, meta
+        return model, meta.with_(**_fixed_size(model, meta.input_size))
     enum = torchvision.models.get_model_weights(name)
     if isinstance(weights, str):
         if weights != "DEFAULT" and weights not in enum.__members__:
@@ -179,7 +222,19 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
     crop = getattr(w.transforms(), "crop_size", None)  # the size the weights were evaluated at
     if crop:
         meta = meta.with_(input_size=(3, crop[0], crop[0]))
-    return model, meta.with_(labels=tuple(w.meta["categories"]))
+    meta = meta.with_(labels=tuple(w.meta["categories"]))
+    return model, meta.with_(**_fixed_size(model, meta.input_size))
+
+
+def _fixed_size(model: nn.Module, size: tuple[int, int, int]) -> dict:
+    """``ModelInfo`` changes for torchvision models that take one input size: ViT (its
+    ``image_size``) and MaxViT (its grid partitions; the size it was built for)."""
+    from fvis.models.info import torchvision_fixed
+
+    found = torchvision_fixed(model)
+    if found is None:
+        return {}
+    return {"fixed_size": True, "input_size": (size[0], *(found or size[1:]))}
 
 
 def _pretrained_kwargs(name: str, w) -> dict:
@@ -189,6 +244,8 @@ def _pretrained_kwargs(name: str, w) -> dict:
     kwargs: dict = {"num_classes": len(w.meta["categories"])}
     if name in ("googlenet", "inception_v3"):
         kwargs.update(transform_input=True, init_weights=False, aux_logits=False)
+    elif name.startswith(("fcn_", "deeplabv3_")):
+        kwargs["aux_loss"] = True  # the files hold the auxiliary head
     elif name.startswith("vit_"):
         kwargs["image_size"] = w.meta["min_size"][0]
     elif name.startswith("maxvit"):
@@ -218,17 +275,20 @@ def _state_dict(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def save(model: nn.Module, path: str | os.PathLike, spec: str) -> None:
-    """Write a checkpoint that ``load_model(path)`` reads back: the architecture's spec
-    (e.g. ``"fvis:mnist"`` or ``"torchvision:resnet18"``), its weights and its info.
-    Written atomically."""
+def save(model: nn.Module, path: str | os.PathLike, spec: str | None = None) -> None:
+    """Write a checkpoint that ``load_model(path)`` reads back (``weights_only``): the
+    architecture's spec (e.g. ``"torchvision:resnet18"``; by default the one the model
+    was loaded with, or read from a timm or ``transformers`` model), the constructor
+    arguments it was loaded with, a ``transformers`` model's config, its weights and
+    its info. Written atomically."""
     from fvis.io import atomic_save
 
     meta = info(model)
+    source = _source(model, spec)
     atomic_save(
         {
             "fvis_format": 1,
-            "spec": spec,
+            **source,
             "state_dict": model.state_dict(),
             "info": {
                 "input_size": list(meta.input_size),
@@ -241,6 +301,48 @@ def save(model: nn.Module, path: str | os.PathLike, spec: str) -> None:
         },
         path,
     )
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is data a weights-only load can read (no classes, no code)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, _PLAIN) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def _source(model: nn.Module, spec: str | None) -> dict:
+    """``{"spec", "kwargs"[, "hf_config"]}``: how :func:`load_model` rebuilds ``model``."""
+    from fvis.models.info import is_hf
+
+    known = getattr(model, "fvis_source", None) or {}
+    kwargs = known.get("kwargs", {}) if spec in (None, known.get("spec")) else {}
+    extra = {}
+    if is_hf(model):
+        from fvis.models.hf_models import config_dict
+
+        spec = spec or known.get("spec") or "hf:" + getattr(model.config, "model_type", "")
+        extra = {"hf_config": config_dict(getattr(model, "inner", model))}
+    elif spec is None and known.get("spec"):
+        spec = known["spec"]
+    elif spec is None and isinstance(getattr(model, "pretrained_cfg", None), dict):
+        spec = f"timm:{model.pretrained_cfg['architecture']}"
+        kwargs = {"num_classes": model.num_classes}
+    if not spec:
+        raise ValueError(
+            f"save() cannot tell how to rebuild this {type(model).__name__}; pass its spec, "
+            "e.g. save(model, path, 'torchvision:resnet18')."
+        )
+    if not _plain(kwargs):
+        raise ValueError(
+            f"the model was built with arguments a weights-only checkpoint cannot hold "
+            f"({kwargs}); save its state_dict and rebuild it yourself."
+        )
+    return {"spec": spec, "kwargs": dict(kwargs), **extra}
 
 
 def _from_checkpoint(path: Path, device) -> nn.Module:
@@ -262,7 +364,13 @@ def _from_checkpoint(path: Path, device) -> nn.Module:
             "load_model('torchvision:resnet18', weights=path)), or re-save it with "
             "fvis.models.save(model, path, spec)."
         )
-    model = load_model(ckpt["spec"], weights=None)
+    spec, kwargs = ckpt["spec"], ckpt.get("kwargs") or {}
+    if "hf_config" in ckpt:
+        from fvis.models.hf_models import from_config
+
+        model = from_config(ckpt["hf_config"])
+    else:
+        model = load_model(spec, weights=None, **kwargs)
     model.load_state_dict(ckpt["state_dict"])
     m = ckpt.get("info") or {}
     meta = ModelInfo(
@@ -273,4 +381,4 @@ def _from_checkpoint(path: Path, device) -> nn.Module:
         name=m.get("name", str(path)),
         fixed_size=bool(m.get("fixed_size", False)),
     )
-    return _prepare(model, meta, device)
+    return _prepare(model, meta, device, spec, kwargs)

@@ -7,7 +7,8 @@ Every model that :func:`fvis.load_model` returns carries a :class:`ModelInfo` as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class ModelInfo:
     input_size: tuple[int, int, int]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    labels: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = field(default=None, repr=False)  # 1000 names: not shown
     name: str = ""
     fixed_size: bool = False  # the model takes only input_size (e.g. flatten → linear head)
 
@@ -84,15 +85,54 @@ def attach(model: nn.Module, info: ModelInfo) -> nn.Module:
     return model
 
 
+_GUESSED: weakref.WeakKeyDictionary[nn.Module, ModelInfo] = weakref.WeakKeyDictionary()
+
+
 def info(model: nn.Module) -> ModelInfo:
-    """The model's :class:`ModelInfo`; for a model fvis did not load, a guess:
-    the first conv/linear layer's input channels, 224 px, no normalization."""
+    """The model's :class:`ModelInfo`. For a model fvis did not load, read from its own
+    config: a timm model's ``pretrained_cfg``, a ``transformers`` model's config (and
+    ``preprocessor_config.json`` beside it), a torchvision ViT's or MaxViT's fixed size;
+    otherwise a guess: the first conv layer's input channels, 224 px, no normalization.
+    Computed once per model."""
     found = getattr(model, "fvis_info", None)
     if isinstance(found, ModelInfo):
         return found
-    channels = 3
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            channels = m.in_channels
-            break
-    return ModelInfo(input_size=(channels, 224, 224), name=type(model).__name__)
+    if model in _GUESSED:
+        return _GUESSED[model]
+    if is_hf(model):
+        from fvis.models.hf_models import info_from
+
+        guess = info_from(model)
+    elif isinstance(getattr(model, "pretrained_cfg", None), dict):
+        from fvis.models.timm_models import info_from
+
+        guess = info_from(model)
+    else:
+        channels = 3
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                channels = m.in_channels
+                break
+        guess = ModelInfo(input_size=(channels, 224, 224), name=type(model).__name__)
+        size = torchvision_fixed(model)
+        if size is not None:
+            guess = guess.with_(fixed_size=True, input_size=(channels, *(size or (224, 224))))
+    _GUESSED[model] = guess
+    return guess
+
+
+def is_hf(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``transformers`` model (or a view of one)."""
+    inner = getattr(model, "inner", model)
+    return type(inner).__module__.startswith("transformers.") and hasattr(inner, "config")
+
+
+def torchvision_fixed(model: nn.Module) -> tuple[int, ...] | None:
+    """``(H, W)`` for a torchvision ViT (its ``image_size``), ``()`` for a MaxViT (fixed
+    by its grid partitions, size not stored), ``None`` for other models."""
+    module = type(model).__module__
+    if module == "torchvision.models.vision_transformer" and hasattr(model, "image_size"):
+        return (model.image_size, model.image_size)
+    if module == "torchvision.models.maxvit":
+        return ()
+    return None

@@ -1,0 +1,41 @@
+"""Segmentation models: regions of a class to explain or visualize.
+
+torchvision's segmentation models (``torchvision:fcn_resnet50``, ``deeplabv3_*``,
+``lraspp_*``) load offline with ``weights=None`` (their backbone is never fetched) and
+return ``{"out": (B, K, H, W)[, "aux": ...]}`` at the input's resolution. Attribution
+targets address the logits by key, ``target=("out", 15)`` (the class map's mean), or a
+region with :func:`fvis.objectives.class_region`, whose mask :func:`predicted_mask` makes.
+
+>>> mask = predicted_mask(model, x, 15)                   # where the model sees class 15
+>>> IntegratedGradients(model).attribute(x, O.class_region(15, mask))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fvis.outputs import select
+
+__all__ = ["predicted_mask"]
+
+
+@torch.no_grad()
+def predicted_mask(
+    model: nn.Module, inputs: torch.Tensor, label: int, *, key: str | None = None
+) -> torch.Tensor:
+    """``(B, H, W)`` bool: the pixels whose most likely class is ``label``, at the
+    input's resolution (coarser logits are resized bilinearly first). ``inputs`` are
+    model inputs (normalized)."""
+    out = select(model(inputs), key)
+    if out.dim() != 4:
+        raise ValueError(
+            f"predicted_mask needs a (B, classes, H, W) output, not {tuple(out.shape)}"
+        )
+    if not -out.shape[1] <= label < out.shape[1]:
+        raise IndexError(f"class {label} is out of range for {out.shape[1]} classes")
+    size = inputs.shape[-2:]
+    if out.shape[-2:] != size:
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out.argmax(1) == label % out.shape[1]
