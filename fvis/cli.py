@@ -1,4 +1,5 @@
-"""The ``fvis`` command line: ``fvis render``, ``fvis layers``, ``fvis explain``.
+"""The ``fvis`` command line: ``fvis render``, ``fvis layers``, ``fvis explain``,
+``fvis attribute``.
 
 Run ``fvis COMMAND --help`` for the options of each command.
 """
@@ -242,6 +243,12 @@ def cmd_explain(args) -> int:
     return explain_main(args)
 
 
+def cmd_attribute(args) -> int:
+    from fvis.attribute_folder import main as attribute_main
+
+    return attribute_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fvis", description="Feature visualization and attribution for PyTorch models."
@@ -400,6 +407,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-o", "--output", default="fvis_explain.png", help="report PNG or HTML")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=cmd_explain)
+
+    at = sub.add_parser(
+        "attribute",
+        help="attribution heatmaps (PNG) and maps (NPZ) for a folder of images, in batches",
+        epilog="example:\n  fvis attribute --model timm:resnet18 --images photos/ "
+        "--method saliency,gradcam -o out/\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(at)
+    at.add_argument("--images", required=True, help="folder of images (png, jpg, ...)")
+    at.add_argument(
+        "--method",
+        default="integrated_gradients",
+        help="attribution method(s), comma-separated (default %(default)s)",
+    )
+    at.add_argument(
+        "--target", default=None, help="class index or label for all (default: each predicted)"
+    )
+    at.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
+    at.add_argument(
+        "-o",
+        "--output",
+        default="fvis_attributions",
+        help="output folder: NAME_METHOD.png and attributions.npz (default %(default)s)",
+    )
+    at.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    at.set_defaults(func=cmd_attribute)
     return parser
 
 

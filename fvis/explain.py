@@ -110,6 +110,14 @@ class BuildingBlocks:
             f"<h1>Building blocks: layer {self.layer}, class {self.label}</h1>{figs}"
         )
 
+    def _repr_png_(self) -> bytes:  # notebooks show the report inline
+        from fvis.figures import png_bytes
+
+        return png_bytes(self.figure())
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
     def save(self, path) -> Path:
         """Write the report as PNG (or HTML for a ``.html`` path), atomically."""
         path = Path(path)

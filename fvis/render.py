@@ -52,6 +52,18 @@ class RenderResult:
         """All images in one PIL image, ``ncol`` per row, enlarged ``scale`` times."""
         return grid(self.images, ncol=ncol, scale=scale)
 
+    def _repr_png_(self) -> bytes:  # notebooks: the grid, enlarged to ≥ 128 px per image
+        from fvis.figures import png_bytes
+
+        return png_bytes(self.grid(scale=max(1, 128 // max(self.images.shape[-2:]))))
+
+    def _repr_html_(self) -> str:
+        from fvis.figures import html_figure
+
+        final = ", ".join(f"{v:.4g}" for v in self.history[-1].tolist()[:8])
+        picture = self.grid(scale=max(1, 128 // max(self.images.shape[-2:])))
+        return html_figure(picture, f"{self.objective}: {len(self.history)} steps, final {final}")
+
 
 @contextlib.contextmanager
 def frozen(model: nn.Module):

@@ -1,0 +1,195 @@
+"""Labelled figures that notebooks show inline: several attribution methods on several
+images, side by side.
+
+Results with a picture (:class:`fvis.RenderResult`, :class:`Comparison`, the
+building-blocks report) define ``_repr_png_`` and ``_repr_html_``, so Jupyter shows them
+when they are the last value of a cell.
+
+>>> fig = compare(model, x, ["saliency", "integrated_gradients", "gradcam"])
+>>> fig                       # in a notebook: the picture
+>>> fig.save("methods.png"); fig.maps["gradcam"].shape      # (B, H, W)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import inspect
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from fvis import heatmap
+from fvis.image import to_pil
+from fvis.models.info import info as model_info
+
+__all__ = ["SCALES", "Comparison", "compare", "data_uri", "png_bytes"]
+
+SCALES = ("map", "method", "shared")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG file of a PIL image, as bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_uri(image: Image.Image) -> str:
+    """A ``data:`` URI of the image as PNG, for self-contained HTML."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+
+
+def html_figure(image: Image.Image, caption: str) -> str:
+    """``<figure>`` with the picture embedded and an escaped caption."""
+    return (
+        f'<figure style="display:inline-block;margin:4px;font:12px sans-serif">'
+        f'<img src="{data_uri(image)}" style="image-rendering:pixelated">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+@dataclass
+class Comparison:
+    """Maps of several methods for a batch of images (tensors on the CPU).
+
+    ``images``: (B, C, H, W) in [0, 1]; ``maps[method]``: (B, H, W), channels summed;
+    ``targets``: (B,) explained classes; ``labels``: their names; ``scale``: how colours
+    are scaled (``"map"``: each map by its own 99.5th percentile of ``|R|``; ``"method"``:
+    one scale per method, over its maps; ``"shared"``: one over every map).
+    """
+
+    images: torch.Tensor
+    maps: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    labels: list[str]
+    scale: str = "map"
+    percentile: float = 99.5
+    probabilities: torch.Tensor | None = field(default=None)
+
+    def _vmax(self, m: torch.Tensor, everything: torch.Tensor) -> torch.Tensor | None:
+        if self.scale == "map":
+            return None
+        pool = m if self.scale == "method" else everything
+        return torch.quantile(pool.abs().flatten().float(), self.percentile / 100)
+
+    def figure(self, size: int = 96) -> Image.Image:
+        """Rows: images; columns: the input, then each method's heatmap over it. Method
+        names head the columns; each row says the explained class."""
+        font = ImageFont.load_default()
+        pad, head = 4, 16
+        names = list(self.maps)
+        everything = torch.cat([m.flatten() for m in self.maps.values()])
+        # signed methods (any negative value anywhere) use the diverging map
+        tiles = [[self._tile(to_pil(img)[0], size) for img in self.images]]
+        for name in names:
+            m = self.maps[name]
+            vmax = self._vmax(m, everything)
+            signed = bool((m < 0).any())
+            rgb = heatmap.overlay(
+                self.images, m[:, None], signed=signed, vmax=vmax, percentile=self.percentile
+            )
+            tiles.append([self._tile(p, size) for p in heatmap.to_pil(rgb)])
+        w = pad + (len(names) + 1) * (size + pad)
+        h = head + pad + len(self.images) * (size + head + pad)
+        canvas = Image.new("RGB", (w, h), "white")
+        draw = ImageDraw.Draw(canvas)
+        for c, title in enumerate(["input", *names]):
+            draw.text((pad + c * (size + pad), 2), title[: size // 6], fill="black", font=font)
+        for r in range(len(self.images)):
+            y = head + pad + r * (size + head + pad)
+            caption = self.labels[r]
+            if self.probabilities is not None:
+                caption += f" p={self.probabilities[r]:.2f}"
+            draw.text((pad, y), caption[: (w - pad) // 6], fill="black", font=font)
+            for c, column in enumerate(tiles):
+                canvas.paste(column[r], (pad + c * (size + pad), y + head - 2))
+        return canvas
+
+    @staticmethod
+    def _tile(img: Image.Image, size: int) -> Image.Image:
+        return img.convert("RGB").resize((size, size), Image.NEAREST)
+
+    def save(self, path) -> Path:
+        """Write the figure as PNG, atomically."""
+        from fvis.io import save_image
+
+        save_image(self.figure(), path)
+        return Path(path)
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self.figure())
+
+    def _repr_html_(self) -> str:
+        caption = f"{', '.join(self.maps)} on {len(self.images)} image(s); scale: {self.scale}"
+        return html_figure(self.figure(), caption)
+
+
+def _upsampling(method) -> dict:
+    """``upsample=True`` for layer methods (CAMs), so every map is at the input size."""
+    params = inspect.signature(method.attribute).parameters
+    return {"upsample": True} if "upsample" in params else {}
+
+
+def compare(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    methods: Sequence[str | tuple[str, object]],
+    *,
+    target=None,
+    scale: str = "map",
+    images: torch.Tensor | None = None,
+    options: dict[str, dict] | None = None,
+) -> Comparison:
+    """Run each method on ``inputs`` (model inputs, normalized; (B, C, H, W)) for one
+    target per image and collect the maps. ``methods``: names from
+    :data:`fvis.attribution.METHODS`, or ``(label, Attribution instance)`` pairs.
+    ``target``: as for any method; ``None`` explains each image's predicted class (the
+    same class for every method). ``images``: what to draw under the heatmaps (default:
+    ``model.fvis_info.denormalize(inputs)``). ``options[name]``: keyword arguments for
+    that method (e.g. ``{"integrated_gradients": {"steps": 64}}``)."""
+    from fvis.attribution import get
+    from fvis.attribution.base import Target
+    from fvis.outputs import select
+
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
+    if not methods:
+        raise ValueError("compare needs at least one method")
+    meta = model_info(model)
+    x = inputs.detach()
+    resolved = Target(model, x, target)
+    tgt = resolved.classes if resolved.classes is not None else resolved.objective
+    if resolved.classes is not None and resolved.key is not None:
+        tgt = (resolved.key, resolved.classes)
+    maps: dict[str, torch.Tensor] = {}
+    for entry in methods:
+        name, method = (entry, get(entry)(model)) if isinstance(entry, str) else entry
+        kwargs = {**_upsampling(method), **(options or {}).get(name, {})}
+        attr = method.attribute(x, tgt, **kwargs)
+        maps[name] = heatmap.reduce_channels(attr).cpu()
+    probs = None
+    if resolved.classes is not None:
+        classes = resolved.classes
+        with torch.no_grad():
+            out = select(model(x), resolved.key)
+        if out.dim() == 2:
+            probs = out.softmax(1).gather(1, classes.view(-1, 1)).squeeze(1).cpu()
+        labels = [meta.labels[k] if meta.labels else f"class {k}" for k in classes.tolist()]
+    else:
+        classes = torch.full((x.shape[0],), -1)
+        labels = [resolved.objective.name] * x.shape[0]
+    shown = meta.denormalize(x) if images is None else images
+    return Comparison(
+        images=shown.detach().cpu().clamp(0, 1),
+        maps=maps,
+        targets=classes.cpu(),
+        labels=labels,
+        scale=scale,
+        probabilities=probs,
+    )
