@@ -12,7 +12,20 @@ from torch import nn
 from fvis.attribution.base import Attribution
 from fvis.attribution.gradient import Gradient, GradientXInput, Saliency
 from fvis.attribution.integrated import IntegratedGradients
-from fvis.quality import continuity, model_randomization, pixel_flipping, spearman
+from fvis.quality import (
+    ORDERS,
+    continuity,
+    diversity,
+    infidelity,
+    max_sensitivity,
+    model_randomization,
+    pixel_flipping,
+    recompute_flipping,
+    road_impute,
+    spearman,
+    transfer,
+    transformation_robustness,
+)
 
 
 def linear_model(seed: int = 0) -> nn.Module:
@@ -111,7 +124,7 @@ def test_continuity_definition():
     zero = Fixed(net, torch.zeros(1, 1, 8, 8))
     assert torch.equal(continuity(zero, x, 0), torch.zeros(2))
     # R(x) = x: max over shifts of ‖x − x′‖₁ / ‖x − x′‖₂, computed here directly
-    c = continuity(Echo(net), x, 0, max_shift=1)
+    c = continuity(Echo(net), x, 0, max_shift=1, align=False)
     best = torch.zeros(2)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
@@ -175,3 +188,224 @@ def test_randomization_drops_correlation_and_leaves_model_untouched(mnist_model,
     with pytest.raises(KeyError, match="conv9"):
         model_randomization(mnist_model, Gradient, x[:1], 3, stages=["conv9"])
     assert_clean(mnist_model, before)
+
+
+# ---------------------------------------------------------------- selectivity, more
+
+
+class Toy(nn.Module):
+    """f(x) = ReLU(x₀ + x₁ − 1) + 0.5 x₂ + 0.1 x₃ on a 1×1×2×2 image (x₀..x₃ row-major)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 2)
+        self.out = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.1]]))
+            self.hidden.bias.copy_(torch.tensor([-1.0, 0.0]))
+            self.out.weight.fill_(1.0)
+            self.out.bias.zero_()
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x.flatten(1))))
+
+
+def test_recompute_loop_reproduces_hand_computed_curve():
+    net = Toy().eval()
+    x = torch.tensor([1.0, 1.0, 0.9, 1.0]).view(1, 1, 2, 2)
+    gxi = GradientXInput(net)
+    # R(x) = x ⊙ ∇f = (1, 1, 0.45, 0.1), f = 1.55. Recomputed: removing x₀ switches the
+    # ReLU off, so x₁'s relevance drops to 0 and x₂ (0.45) goes next, then x₃, then x₁.
+    loop = recompute_flipping(gxi, x, 0, patch=1, steps=4)
+    assert torch.allclose(loop.scores, torch.tensor([[1.55, 0.55, 0.1, 0.0, 0.0]]))
+    assert torch.allclose(loop.fractions, torch.tensor([0, 0.25, 0.5, 0.75, 1.0]))
+    # area: 0.25 · ((1.55 + 0.55) + (0.55 + 0.1) + (0.1 + 0) + 0) / 2
+    assert loop.auc.item() == pytest.approx(0.35625)
+    # one-shot on R(x) keeps the stale order x₀, x₁, x₂, x₃
+    once = pixel_flipping(net, x, gxi.attribute(x, 0), 0, patch=1, steps=4)
+    assert torch.allclose(once.scores, torch.tensor([[1.55, 0.55, 0.55, 0.1, 0.0]]))
+    # least relevant first: x₃ (0.1), x₂ (0.45), then the tie x₀/x₁ in cell order
+    lerf = recompute_flipping(gxi, x, 0, patch=1, steps=4, order="lerf")
+    assert torch.allclose(lerf.scores, torch.tensor([[1.55, 1.45, 1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="steps must be 1..4"):
+        recompute_flipping(gxi, x, 0, patch=1, steps=5)
+
+
+def test_orders_rank_true_relevance_morf_random_lerf():
+    net = linear_model(2)
+    x = torch.rand(6, 1, 8, 8)
+    oracle = net[1].weight.view(1, 1, 8, 8) * x
+    curves = {o: pixel_flipping(net, x, oracle, 0, patch=2, steps=16, order=o) for o in ORDERS}
+    assert (curves["morf"].auc < curves["random"].auc).all()
+    assert (curves["random"].auc < curves["lerf"].auc).all()
+    # LeRF with the exact contributions removes the most negative evidence first: rising
+    assert (curves["lerf"].scores.diff(dim=1)[:, :4] >= -1e-6).all()
+    # the random order is seeded, and differs per item
+    again = pixel_flipping(net, x, oracle, 0, patch=2, steps=16, order="random")
+    assert torch.equal(again.scores, curves["random"].scores)
+    with pytest.raises(ValueError, match="order must be one of"):
+        pixel_flipping(net, x, oracle, 0, order="best")
+
+
+def test_pixel_flipping_equals_quantus_region_perturbation(mnist_model, mnist_digits):
+    quantus = pytest.importorskip("quantus")
+    images, labels = mnist_digits
+    x, y = mnist_model.fvis_info.normalize(images[::250]), labels[::250]
+    maps = Saliency(mnist_model).attribute(x, y)
+    # Quantus: one 7×7 cell per step, fill = each image's minimum ("black"), logits
+    fill = x.flatten(1).min(1).values.view(-1, 1, 1, 1).expand_as(x)
+    for order in ("morf", "lerf"):
+        ours = pixel_flipping(mnist_model, x, maps, y, patch=7, steps=16, order=order, fill=fill)
+        metric = quantus.RegionPerturbation(
+            patch_size=7, order=order, regions_evaluation=16, normalise=False,
+            disable_warnings=True,
+        )  # fmt: skip
+        theirs = metric(mnist_model, x.numpy(), y.numpy(), a_batch=maps.numpy(), softmax=False)
+        drop = ours.scores[:, :1] - ours.scores[:, 1:]  # Quantus records f(x) − f(x_k)
+        assert torch.allclose(drop, torch.tensor(theirs, dtype=torch.float32), atol=1e-4)
+
+
+def test_road_imputation_matches_grad_cam_and_is_used():
+    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(2, 3, 9, 11, generator=g)
+    removed = torch.rand(2, 9, 11, generator=g) < 0.4
+    removed[1, 2:7, 3:9] = True  # a large hole
+    ours = road_impute(img, removed, noise=0.0)
+    for i in range(2):
+        ref = road.NoisyLinearImputer(noise=0.0)(img[i], (~removed[i]).float())
+        assert torch.allclose(ours[i], ref, atol=1e-5)
+    assert torch.equal(
+        ours[~removed[:, None].expand_as(img)], img[~removed[:, None].expand_as(img)]
+    )
+    # noise: 0.01 · N(0, 1) on the removed pixels only, from the generator
+    noisy = road_impute(img, removed, noise=0.01, generator=1)
+    assert 0 < (noisy - ours).abs().max() < 0.1
+    net = linear_model()
+    x = torch.rand(2, 1, 8, 8)
+    curve = pixel_flipping(net, x, x, 0, patch=2, steps=16, imputation="road", noise=0.0)
+    rank = (-x.view(2, 4, 2, 4, 2).sum((2, 4)).flatten(1)).argsort(dim=1, stable=True)
+    for b in range(2):  # step 1: the first cell imputed from its neighbours
+        r, c = divmod(rank[b, 0].item(), 4)
+        gone = torch.zeros(1, 8, 8, dtype=torch.bool)
+        gone[:, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = True
+        with torch.no_grad():
+            expected = net(road_impute(x[b : b + 1], gone, noise=0.0))[0, 0]
+        assert curve.scores[b, 1].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+# ---------------------------------------------------------------- infidelity, sensitivity
+
+
+def test_infidelity_hand_computed_on_linear_model():
+    net = linear_model(4)
+    w = net[1].weight.view(1, 1, 8, 8)
+    x = torch.rand(3, 1, 8, 8)
+    n, sigma = 5, 0.1
+    eps = torch.randn((n, 3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    pert = sigma * eps  # valid range (0, 1) without normalization
+    d = (pert * w).flatten(2).sum(2)  # f(x) − f(x − I) = Σ w I
+    gxi = w * x
+    a = (pert * gxi).flatten(2).sum(2)
+    expected = ((a - d) ** 2).mean(0)
+    got = infidelity(net, x, gxi, 0, n=n, sigma=sigma)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-9)
+    # the gradient of a linear model predicts every perturbation exactly
+    assert torch.allclose(infidelity(net, x, w.expand_as(x), 0, n=n), torch.zeros(3), atol=1e-9)
+    # normalize: β = Σ a d / Σ a²
+    beta = (a * d).sum(0) / (a * a).sum(0)
+    got_n = infidelity(net, x, gxi, 0, n=n, sigma=sigma, normalize=True)
+    assert torch.allclose(got_n, ((beta * a - d) ** 2).mean(0), rtol=1e-4, atol=1e-9)
+    # captum, given the same perturbations (its rows are item-major)
+    metrics = pytest.importorskip("captum.metrics")
+    item_major = pert.transpose(0, 1).reshape(-1, 1, 8, 8)
+
+    def perturb(inputs):
+        return item_major, inputs - item_major
+
+    for norm in (False, True):
+        ref = metrics.infidelity(net, perturb, x, gxi, target=0, n_perturb_samples=n,
+                                 normalize=norm)  # fmt: skip
+        ours = infidelity(net, x, gxi, 0, n=n, sigma=sigma, normalize=norm)
+        assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-9)
+
+
+def test_max_sensitivity_hand_computed_on_linear_model():
+    net = linear_model(5)
+    w = net[1].weight.view(1, 1, 8, 8)
+    x = torch.rand(2, 1, 8, 8) + 0.5
+    n, radius = 6, 0.05
+    delta = 2 * torch.rand((n, 2, 1, 8, 8), generator=torch.Generator().manual_seed(0)) - 1
+    delta = delta * radius
+    # gradient × input of a linear model: R(x + δ) − R(x) = w ⊙ δ
+    expected = ((w * delta).flatten(2).norm(dim=2) / (w * x).flatten(1).norm(dim=1)).max(0).values
+    got = max_sensitivity(GradientXInput(net), x, 0, n=n, radius=radius)
+    assert torch.allclose(got, expected, rtol=1e-5)
+    assert torch.allclose(max_sensitivity(Gradient(net), x, 0, n=n), torch.zeros(2))
+    metrics = pytest.importorskip("captum.metrics")
+    item_major = delta.transpose(0, 1).reshape(-1, 1, 8, 8)
+
+    def explain(inputs, target):  # captum: a tuple (or a tensor) in and out, under no_grad
+        with torch.enable_grad():
+            if isinstance(inputs, tuple):
+                return (GradientXInput(net).attribute(inputs[0], target),)
+            return GradientXInput(net).attribute(inputs, target)
+
+    ref = metrics.sensitivity_max(
+        explain,
+        x, perturb_func=lambda inp: inp + item_major, n_perturb_samples=n, target=0,
+    )  # fmt: skip
+    assert torch.allclose(got, ref, rtol=1e-5)
+
+
+def test_continuity_zero_for_translation_equivariant_explanation():
+    net = linear_model()
+    x = torch.rand(2, 1, 8, 8)
+    # R(x) = x² moves with the image: zero; a map tied to positions does not
+    assert torch.equal(continuity(Square(net), x, 0), torch.zeros(2))
+    assert (continuity(GradientXInput(net), x, 0) > 0).all()
+    fixed = continuity(Fixed(net, torch.rand(1, 1, 8, 8)), x, 0)
+    assert (fixed > 0).all()
+
+
+class Square(Attribution):
+    def attribute(self, inputs, target=None):
+        return inputs**2
+
+
+# ---------------------------------------------------------------- feature visualizations
+
+
+def test_transformation_robustness_diversity_transfer(mnist_digits):
+    net = linear_model(6)
+    with torch.no_grad():
+        net[1].weight.abs_()  # positive evidence everywhere: f(x) > 0 on images in [0, 1]
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.allclose(transformation_robustness(net, 0, x, transforms=None, n=2), torch.ones(3))
+    # a transform that halves the image: f(x/2) / f(x) = (Σ w x / 2 + 1) / (Σ w x + 1)
+    half = transformation_robustness(net, 0, x, transforms=lambda im, g: im / 2, n=2)
+    with torch.no_grad():
+        f = net(x)[:, 0]
+    assert torch.allclose(half, (f - 1) / 2 / f + 1 / f)
+    # Lucid's transforms draw from the generator: reproducible
+    a = transformation_robustness(net, 0, x, n=4, generator=1)
+    assert torch.equal(a, transformation_robustness(net, 0, x, n=4, generator=1))
+
+    e = torch.eye(4).view(4, 1, 2, 2)
+    assert diversity(e) == pytest.approx(1.0)  # orthogonal images
+    assert diversity(e[:1].expand(3, -1, -1, -1)) == pytest.approx(0.0, abs=1e-12)
+    # a one-channel layer's Gram matrix is its mean square: moved pixels look alike
+    conv = nn.Sequential(nn.Conv2d(1, 1, 1)).eval()
+    assert diversity(e, conv, "0") == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        diversity(e[:1])
+
+    import fvis
+
+    mlp = fvis.load_model("fvis:mnist-mlp")
+    images, labels = mnist_digits
+    p = transfer(mlp, images[::100], labels[::100])
+    with torch.no_grad():
+        ref = mlp(mlp.fvis_info.normalize(images[::100])).softmax(1)
+    assert torch.allclose(p, ref[torch.arange(10), labels[::100]])
+    assert p.mean() > 0.8  # real digits transfer to the second classifier
