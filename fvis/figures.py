@@ -130,7 +130,7 @@ class Comparison:
         return html_figure(self.figure(), caption)
 
 
-def _upsampling(method) -> dict:
+def at_input_size(method) -> dict:
     """``upsample=True`` for layer methods (CAMs), so every map is at the input size."""
     params = inspect.signature(method.attribute).parameters
     return {"upsample": True} if "upsample" in params else {}
@@ -170,7 +170,7 @@ def compare(
     maps: dict[str, torch.Tensor] = {}
     for entry in methods:
         name, method = (entry, get(entry)(model)) if isinstance(entry, str) else entry
-        kwargs = {**_upsampling(method), **(options or {}).get(name, {})}
+        kwargs = {**at_input_size(method), **(options or {}).get(name, {})}
         attr = method.attribute(x, tgt, **kwargs)
         maps[name] = heatmap.reduce_channels(attr).cpu()
     probs = None
