@@ -16,6 +16,7 @@ import base64
 import html
 import inspect
 import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,31 +79,38 @@ class Comparison:
         pool = m if self.scale == "method" else everything
         return torch.quantile(pool.abs().flatten().float(), self.percentile / 100)
 
-    def figure(self, size: int = 96) -> Image.Image:
-        """Rows: images; columns: the input, then each method's heatmap over it. Method
-        names head the columns; each row says the explained class."""
+    def figure(self, size: int = 96, *, over_image: bool = True) -> Image.Image:
+        """Rows: images; columns: the input, then each method's heatmap (blended over
+        the image, or alone with ``over_image=False``; signed maps red/blue, unsigned
+        inferno). Method names head the columns (two lines at most); each row says the
+        explained class."""
         font = ImageFont.load_default()
         pad, head = 4, 16
         names = list(self.maps)
+        chars = max(4, size // 6)
+        titles = [textwrap.wrap(t, chars)[:2] or [""] for t in ["input", *names]]
+        top = 4 + 12 * max(len(t) for t in titles)
         everything = torch.cat([m.flatten() for m in self.maps.values()])
-        # signed methods (any negative value anywhere) use the diverging map
         tiles = [[self._tile(to_pil(img)[0], size) for img in self.images]]
         for name in names:
-            m = self.maps[name]
-            vmax = self._vmax(m, everything)
-            signed = bool((m < 0).any())
-            rgb = heatmap.overlay(
-                self.images, m[:, None], signed=signed, vmax=vmax, percentile=self.percentile
+            m = self.maps[name][:, None]
+            style = dict(signed=bool((m < 0).any()), percentile=self.percentile)
+            style["vmax"] = self._vmax(m, everything)
+            rgb = (
+                heatmap.overlay(self.images, m, **style)
+                if over_image
+                else heatmap.colorize(m, **style)
             )
             tiles.append([self._tile(p, size) for p in heatmap.to_pil(rgb)])
         w = pad + (len(names) + 1) * (size + pad)
-        h = head + pad + len(self.images) * (size + head + pad)
+        h = top + len(self.images) * (size + head + pad)
         canvas = Image.new("RGB", (w, h), "white")
         draw = ImageDraw.Draw(canvas)
-        for c, title in enumerate(["input", *names]):
-            draw.text((pad + c * (size + pad), 2), title[: size // 6], fill="black", font=font)
+        for c, lines in enumerate(titles):
+            for k, line in enumerate(lines):
+                draw.text((pad + c * (size + pad), 2 + 12 * k), line, fill="black", font=font)
         for r in range(len(self.images)):
-            y = head + pad + r * (size + head + pad)
+            y = top + r * (size + head + pad)
             caption = self.labels[r]
             if self.probabilities is not None:
                 caption += f" p={self.probabilities[r]:.2f}"

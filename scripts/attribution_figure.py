@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 import fvis
-from fvis import heatmap
 from fvis.attribution import get
-from fvis.attribution.base import upsample
 from fvis.data import mnist
+from fvis.figures import compare
 from fvis.io import save_image
 
 COLUMNS = [
@@ -49,29 +47,9 @@ def main() -> None:
     model = fvis.load_model("fvis:mnist")
     images = mnist("test")[0][[int(i) for i in args.digits.split(",")]]
     x = model.fvis_info.normalize(images)
-    target = model(x).argmax(1)
-    tiles = [heatmap.to_pil(images.expand(-1, 3, -1, -1))]
-    for name, _ in COLUMNS:
-        r = get(name)(model).attribute(x, target)
-        r = r.sum(1, keepdim=True)  # (B, 1, H, W): one map per digit
-        if r.shape[-2:] != x.shape[-2:]:
-            r = upsample(r, x.shape[-2:])
-        tiles.append(heatmap.to_pil(heatmap.colorize(r.detach())))
-    s, pad, head = args.size, 4, 28
-    font = ImageFont.load_default()
-    canvas = Image.new(
-        "RGB", (len(tiles) * (s + pad) + pad, head + len(images) * (s + pad)), "white"
-    )
-    draw = ImageDraw.Draw(canvas)
-    for c, column in enumerate(tiles):
-        title = "input" if c == 0 else COLUMNS[c - 1][1]
-        x0 = pad + c * (s + pad)
-        words = title.split(" ", 1)
-        for k, w in enumerate(words):
-            draw.text((x0, 2 + 12 * k), w, fill="black", font=font)
-        for r, tile in enumerate(column):
-            canvas.paste(tile.resize((s, s), Image.NEAREST), (x0, head + r * (s + pad)))
-    save_image(canvas, args.output)
+    methods = [(title, get(name)(model)) for name, title in COLUMNS]
+    fig = compare(model, x, methods)  # each digit's predicted class, every method
+    save_image(fig.figure(args.size, over_image=False), args.output)
     print(f"saved {args.output}")
 
 

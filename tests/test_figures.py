@@ -47,7 +47,7 @@ def test_compare_runs_each_method_on_the_predicted_class(mnist_model, mnist_digi
     cam = GradCAM(mnist_model).attribute(x, predicted, upsample=True)
     torch.testing.assert_close(fig.maps["gradcam"], cam.sum(1))  # layer maps upsampled
     picture = _png(fig._repr_png_())
-    assert picture.size == fig.figure().size == (4 + 3 * 100, 16 + 4 + 2 * 116)
+    assert picture.size == fig.figure().size == (4 + 3 * 100, 16 + 2 * 116)
     assert "saliency, gradcam on 2 image(s)" in fig._repr_html_()
     with pytest.raises(ValueError, match="scale must be one of map, method, shared"):
         compare(mnist_model, x, ["saliency"], scale="global")
