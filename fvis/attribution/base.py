@@ -14,6 +14,8 @@ processed in chunks of ``internal_batch_size`` rows (:func:`row_chunks`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from collections.abc import Iterator, Sequence
 
@@ -28,6 +30,8 @@ from fvis.objectives import Objective
 from fvis.outputs import rows, select
 
 __all__ = [
+    "CAPTUM_DIFFERENT",
+    "CAPTUM_SPELLINGS",
     "Attribution",
     "Target",
     "gradients",
@@ -79,17 +83,69 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
 
 
 class Attribution:
-    """Base class: holds the model and its metadata; subclasses implement ``attribute``."""
+    """Base class: holds the model and its metadata; subclasses implement ``attribute``.
+
+    Every ``attribute`` also takes captum's spelling of an option where it means the same
+    (:data:`CAPTUM_SPELLINGS`), and refuses captum options that mean something else with a
+    message naming fvis's (:data:`CAPTUM_DIFFERENT`)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.info = model_info(model)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "attribute" in cls.__dict__:
+            cls.attribute = _captum_spellings(cls.attribute)
 
     def attribute(self, inputs: torch.Tensor, target=None, **options) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info.name or type(self.model).__name__})"
+
+
+# captum's keyword → fvis's, where both mean the same thing.
+CAPTUM_SPELLINGS = {
+    "n_steps": "steps",  # IntegratedGradients
+    "return_convergence_delta": "return_delta",  # IG, DeepLift, SimpleTaylor
+    "baselines": "reference",  # DeepLift (IG's is baselines in both)
+    "nt_samples": "n",  # NoiseTunnel → SmoothGrad / SmoothGradSquared / VarGrad
+}
+# captum keywords whose meaning fvis does not share: what to use instead.
+CAPTUM_DIFFERENT = {
+    "stdevs": "captum's stdevs is an absolute noise std; fvis's noise= is the std as a "
+    "fraction of the valid input range (noise = stdevs / (max − min))",
+    "nt_type": "choose the class instead: SmoothGrad, SmoothGradSquared or VarGrad",
+    "additional_forward_args": "fvis calls model(inputs); bind other arguments in a wrapper module",
+    "abs": "Saliency is |gradient|; use Gradient for the signed one",
+}
+
+
+def _captum_spellings(attribute):
+    """Wrap ``attribute`` to accept :data:`CAPTUM_SPELLINGS` and explain
+    :data:`CAPTUM_DIFFERENT`; a method taking ``**options`` passes unknown ones on."""
+    params = inspect.signature(attribute).parameters
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    @functools.wraps(attribute)
+    def wrapper(self, *args, **kwargs):
+        for key in [k for k in kwargs if k not in params]:
+            ours = CAPTUM_SPELLINGS.get(key)
+            name = f"{type(self).__name__}.attribute"
+            if ours in params:
+                if ours in kwargs:
+                    raise TypeError(f"{name}: give {ours}= or captum's {key}=, not both")
+                kwargs[ours] = kwargs.pop(key)
+            elif passes_on:
+                continue
+            elif ours is not None:
+                raise TypeError(f"{name} has no {key}= (captum's spelling of {ours}=)")
+            elif key in CAPTUM_DIFFERENT:
+                raise TypeError(f"{name} does not take captum's {key}=: {CAPTUM_DIFFERENT[key]}")
+        return attribute(self, *args, **kwargs)
+
+    return wrapper
 
 
 # Rows (model inputs) per forward pass when a method expands the batch (steps, noise
