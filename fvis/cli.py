@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (LayerError, ValueError, IndexError, FileNotFoundError) as e:
+    except (LayerError, ValueError, IndexError, FileNotFoundError, ImportError) as e:
         print(f"fvis {args.command}: error: {e}", file=sys.stderr)
         return 2
 

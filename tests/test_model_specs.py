@@ -245,3 +245,29 @@ def test_cli_render_timm_matches_python(tmp_path):
     assert cli_image.size == python.size
     assert cli_image.tobytes() == python.convert(cli_image.mode).tobytes()
     assert info(model).labels[3] == "tiger shark"
+
+
+def test_gallery_and_cli_take_the_new_specs(tmp_path, hf_folders, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "gallery" / "build.py"
+    spec = importlib.util.spec_from_file_location("gallery_build_specs", path)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    # a fixed-size timm ViT, through its checkpoint (spec and constructor arguments inside)
+    vit = load_model("timm:vit_tiny_patch16_224", weights=None, **TINY_VIT)
+    save(vit, tmp_path / "vit.pt")
+    argv = ["--model", str(tmp_path / "vit.pt"), "--layers", "patch_embed.proj"]
+    argv += ["--max-channels", "2", "--batch", "2", "--steps", "2", "--device", "cpu", "-q"]
+    assert build.main([*argv, "-o", str(tmp_path / "site")]) == 0
+    assert len(list((tmp_path / "site").rglob("*.png"))) == 2
+    folder, _ = hf_folders["resnet"]
+    assert cli(["layers", "--model", f"hf:{folder}", "--size", "64"]) == 0
+    assert "resnet.encoder.stages.1" in capsys.readouterr().out
+
+
+def test_cli_says_which_extra_is_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "timm", None)
+    assert cli(["layers", "--model", "timm:resnet18", "--weights", "none"]) == 2
+    assert "pip install 'fvis[timm]'" in capsys.readouterr().err
