@@ -115,6 +115,7 @@ def render(
     device=None,
     progress: bool = True,
     importance: bool = False,
+    callback=None,
 ) -> RenderResult:
     """Optimize ``param`` so that ``objective`` (per batch item) is maximized.
 
@@ -131,7 +132,10 @@ def render(
     ``redirected_relu_steps``: use Lucid's redirected-ReLU gradient for this many first
     steps. ``device``: defaults to the model's (the model is moved if another is given).
     Same seed, same device → same images, bit for bit. ``importance``: also accumulate
-    the gradient magnitude at the image (:class:`RenderResult`).
+    the gradient magnitude at the image (:class:`RenderResult`). ``callback(step, images,
+    values)``, if given, runs after each step with the images that step scored
+    ((B, C, H, W), detached) and their objective values ((B,)); an exception raised in
+    it stops the render (the model is restored, no hooks remain) and propagates.
     """
     info = model_info(model)
     if device is not None:
@@ -186,6 +190,8 @@ def render(
                     snapshots[step] = param().detach().cpu()
             if bar.enabled:
                 bar.update(step, f"objective {values.detach().mean().item():.4g}")
+            if callback is not None:
+                callback(step, images.detach(), values.detach())
     with torch.no_grad():
         final = param().detach().cpu()
     if saliency is not None:

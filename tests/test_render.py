@@ -223,3 +223,20 @@ def test_cli_importance_picture(tmp_path):
     assert main([*args, "-q", "-o", str(out)]) == 0
     faded = Image.open(tmp_path / "c_importance.png")
     assert faded.size == Image.open(out).size
+
+
+def test_callback_sees_every_step_and_its_exception_stops_the_render(mnist_model):
+    from fvis.hooks import check_no_hooks
+
+    seen = []
+
+    def callback(step, images, values):
+        seen.append((step, tuple(images.shape), tuple(values.shape)))
+        if step == 3:
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        fvis.render(mnist_model, O.channel("conv1", 0), batch=2, steps=10, callback=callback)
+    assert seen == [(s, (2, 1, 28, 28), (2,)) for s in (1, 2, 3)]
+    assert check_no_hooks(mnist_model) == []
+    assert not mnist_model.training and not any(p.requires_grad for p in mnist_model.parameters())

@@ -1,41 +1,297 @@
-"""The Streamlit studio runs headless: every tab draws, and a render and an explanation
-complete without exceptions (streamlit's AppTest)."""
+"""The studio headless (streamlit's AppTest): each view, the render job's live progress and
+cancel, the recipe round trip, and every bad input answered by a message in the page."""
 
 from __future__ import annotations
 
+import io
+import json
+import struct
+import sys
+import time
+import zlib
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
+
+import fvis
+from fvis.hooks import check_no_hooks
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "studio.py")
 
 
-def test_studio_tabs_render_and_explain():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    assert not at.exception, at.exception
-    assert [t.label for t in at.tabs] == ["Visualize", "Explain", "Dataset"]
-    assert at.sidebar.text_input[0].value == "fvis:mnist"
-    steps = [n for n in at.number_input if n.label == "steps"][0]
-    steps.set_value(8)
-    [b for b in at.button if b.label == "render"][0].click()
-    n_images = len(at.image)  # the Dataset tab shows one
-    at.run()
-    assert not at.exception, at.exception
-    assert len(at.image) == n_images + 1  # the rendered grid
-    [n for n in at.number_input if n.label == "render steps"][0].set_value(8)
-    [b for b in at.button if b.label == "explain"][0].click()
-    at.run()
-    assert not at.exception, at.exception
-    assert any("class" in c for im in at.image for c in im.captions)  # the report
-    [r for r in at.radio if r.label == "blocks"][0].set_value("neuron groups")
-    [b for b in at.button if b.label == "explain"][0].click()
-    at.run()
-    assert not at.exception, at.exception
-    assert any("groups" in c for im in at.image for c in im.captions)
-
-
-def test_studio_reports_a_bad_model_spec():
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """A fresh session on the bundled model; units rendered on demand go to ``tmp_path``."""
+    monkeypatch.setenv("FVIS_STUDIO_DIR", str(tmp_path / "studio"))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.sidebar.text_input[0].set_value("torchvision:resnet_nope").run()
-    assert at.sidebar.error and "resnet" in at.sidebar.error[0].value
+    assert not at.exception, at.exception
+    yield at
+    job = at.session_state.job if "job" in at.session_state else None
+    if job is not None:  # no render may outlive its test
+        job.cancel()
+        assert job.wait(30)
+
+
+def button(at, label):
+    found = [b for b in at.button if b.label == label]
+    assert found, f"no button {label!r} in {[b.label for b in at.button]}"
+    return found[0]
+
+
+def widget(elements, label):
+    found = [w for w in elements if w.label == label]
+    assert found, f"no widget {label!r} in {[w.label for w in elements]}"
+    return found[0]
+
+
+def texts(at) -> str:
+    kinds = ("error", "info", "caption", "header", "subheader", "markdown")
+    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+
+
+def captions(at) -> list[str]:
+    return [c for im in at.image for c in im.captions]
+
+
+def wait_for(at, done, timeout=60.0):
+    """Rerun the page (as the browser's polling does) until ``done(at)``."""
+    end = time.monotonic() + timeout
+    while not done(at):
+        job = at.session_state.job
+        assert time.monotonic() < end, f"timed out; job: {job and (job.status, job.step)}"
+        time.sleep(0.05)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
+def go(at, view):
+    widget(at.sidebar.radio, "view").set_value(view).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def render_controls(at, *, layer="conv1", units="0-1", steps=8):
+    widget(at.selectbox, "layer").set_value(layer)
+    widget(at.text_input, "units").set_value(units)
+    widget(at.number_input, "steps").set_value(steps)
+    return at.run()
+
+
+def test_opens_on_the_layer_list_and_a_grid_of_labelled_units(app):
+    rows = [r for r in fvis.layers(fvis.load_model("fvis:mnist")) if r.name != "input"]
+    layers = widget(app.radio, "layer")
+    assert layers.options == [f"{r.name} · {'×'.join(map(str, r.shape))}" for r in rows]
+    assert layers.value == "conv1"
+    assert [b.label for b in app.button if b.label.startswith("conv1[")] == [
+        f"conv1[{k}]" for k in range(16)
+    ]
+    button(app, "conv1[5]").click().run()
+    assert "conv1[5] — unit 5 of conv1" in texts(app)
+    button(app, "← grid").click().run()
+    assert "16 units" in texts(app)
+
+
+def test_unit_page_dataset_examples_ranked_by_max_and_mean(app, mnist_digits):
+    widget(app.radio, "layer").set_value("conv3").run()
+    button(app, "conv3[7]").click().run()
+    by_max = [c for c in captions(app) if c.startswith("#")]
+    assert len(by_max) == 12  # 6 that excite it most, 6 that inhibit it most
+    # the values shown are the unit's max over positions on those digits
+    model = fvis.load_model("fvis:mnist")
+    with torch.no_grad():
+        x = model.fvis_info.normalize(mnist_digits[0])
+        a = fvis.capture(model, x, ["conv3"])["conv3"][:, 7].flatten(1)
+    for got, score in ((by_max, a.amax(1)), (None, a.mean(1))):
+        if got is None:
+            widget(app.radio, "rank by").set_value("mean").run()
+            got = [c for c in captions(app) if c.startswith("#")]
+        v, j = score.topk(6)
+        assert got[:6] == [f"#{j}: {v:.3g}" for v, j in zip(v.tolist(), j.tolist())]
+
+
+def test_unit_rendered_on_demand_with_intermediate_images_is_added_to_the_gallery(app, tmp_path):
+    widget(app.radio, "layer").set_value("conv2").run()
+    button(app, "conv2[4]").click().run()
+    assert "conv2[4] is not in the gallery yet." in texts(app)
+    widget(app.number_input, "steps").set_value(100)
+    button(app, "render it").click().run()
+    wait_for(app, lambda at: any(" · step " in c for c in captions(at)))
+    assert [c for c in captions(app) if " · step " in c][0].startswith(("positive", "item 0"))
+    wait_for(app, lambda at: at.session_state.job is None)
+    assert "conv2[4] added to the gallery" in texts(app)
+    assert {"maximized", "minimized (negative)"} <= set(captions(app))
+    assert (tmp_path / "studio").exists()
+    button(app, "← grid").click().run()
+    assert "1 of 32 shown are in the gallery" in texts(app)
+
+
+def test_render_shows_progress_and_cancel_stops_it(app):
+    model = fvis.load_model("fvis:mnist")
+    go(app, "Render")
+    render_controls(app, units="0-3", steps=100_000)
+    button(app, "render").click().run()
+    job = app.session_state.job
+    wait_for(app, lambda at: any(" · step " in c for c in captions(at)))
+    preview = [c for c in captions(app) if " · step " in c]
+    assert [c.split(" · ")[0] for c in preview] == [f"conv1[{k}]" for k in range(4)]
+    assert 0 < int(preview[0].rsplit(" ", 1)[1]) < 100_000
+    # a control changed mid-render: the page redraws, the render goes on with its recipe
+    widget(app.selectbox, "layer").set_value("conv3")
+    widget(app.text_input, "units").set_value("0-70")
+    app.run()
+    assert not app.exception and job.running
+    assert "unit 64 is out of range: conv3 has units 0–63" in texts(app)
+    button(app, "cancel").click().run()
+    assert job.wait(10) and job.status == "cancelled" and job.step < 100_000
+    wait_for(app, lambda at: at.session_state.job is None)
+    assert "cancelled at step" in texts(app)
+    studio_model = sys.modules["fvis_studio.models"].load("fvis:mnist", "DEFAULT")
+    assert check_no_hooks(studio_model) == []
+    assert not studio_model.training
+    assert not any(p.requires_grad for p in studio_model.parameters())
+    # the session is still usable: a short render finishes into the history
+    render_controls(app, layer="output", units="3", steps=8)
+    button(app, "render").click().run()
+    wait_for(app, lambda at: at.session_state.job is None)
+    (entry,) = app.session_state.history
+    assert entry.scores[0].startswith("p=") and entry.images.shape == (1, 1, 28, 28)
+    with torch.no_grad():
+        p = model(model.fvis_info.normalize(entry.images)).softmax(1)[0, 3]
+    assert entry.scores[0] == f"p={p:.3f}"
+    assert f"class[3] · p={p:.3f}" in captions(app)
+    button(app, "class[3]").click().run()
+    assert "class[3] — class 3 of output" in texts(app)
+    go(app, "History")
+    assert "#1:" in texts(app)
+
+
+def test_recipe_download_and_upload_give_the_identical_image(app, monkeypatch):
+    from streamlit.runtime import memory_media_file_storage as storage
+
+    offered = {}  # what the page offers for download, by file name
+    original = storage.MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        offered[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(storage.MemoryMediaFileStorage, "load_and_get_id", spy)
+    go(app, "Render")
+    render_controls(app, layer="conv3", units="2,5", steps=6)
+    widget(app.number_input, "seed").set_value(3).run()
+    button(app, "render").click().run()
+    wait_for(app, lambda at: at.session_state.job is None)
+    recipe = offered["render-1.json"]
+    recipe = recipe.encode() if isinstance(recipe, str) else recipe
+    assert json.loads(recipe)["units"] == [2, 5] and json.loads(recipe)["seed"] == 3
+    # change the controls, then load the recipe back: it renders what it says
+    render_controls(app, layer="conv1", units="0", steps=9)
+    widget(app.file_uploader, "load a recipe").set_value(("r.json", recipe, "application/json"))
+    app.run()
+    wait_for(app, lambda at: len(at.session_state.history) == 2)
+    first, second = app.session_state.history
+    assert second.recipe == first.recipe
+    assert torch.equal(first.images, second.images)
+    assert widget(app.text_input, "units").value == "2,5"
+    assert Image.open(io.BytesIO(offered["render-2.png"])).size[0] > 0
+
+
+def test_explain_shows_true_label_and_top_channels_open_their_unit_page(app, mnist_digits):
+    go(app, "Explain")
+    widget(app.number_input, "digit (0–999)").set_value(215).run()
+    label = int(mnist_digits[1][215])
+    assert f"held-out digit #215, true label {label} · predicted {label}" in texts(app)
+    widget(app.selectbox, "method").set_value("saliency")
+    widget(app.selectbox, "layer").set_value("conv2")
+    app.run()
+    assert not app.exception, app.exception
+    assert f"saliency for {label}" in captions(app)
+    opened = [b for b in app.button if b.label.startswith("conv2[")]
+    assert len(opened) == 6
+    opened[0].click().run()
+    assert f"{opened[0].label} — unit" in texts(app)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width × height`` pixels (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.txt", b"not an image at all", "notes.txt is not an image PIL can read"),
+        ("bomb.png", png_header(100_000, 100_000), "bomb.png is refused as a decompression bomb"),
+        ("big.png", png_header(8000, 8000), "big.png is 8000×8000 pixels"),
+    ],
+    ids=["not-an-image", "decompression-bomb", "huge"],
+)
+def test_bad_uploads_get_a_message_and_the_page_stays_usable(app, name, data, message):
+    go(app, "Explain")
+    widget(app.radio, "input").set_value("upload").run()
+    widget(app.file_uploader, "image").set_value((name, data, "image/png")).run()
+    assert not app.exception, app.exception
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+    widget(app.radio, "input").set_value("held-out digit").run()
+    assert not app.exception and not app.error
+
+
+def test_an_unsupported_operation_is_a_message(app):
+    go(app, "Explain")
+    widget(app.selectbox, "method").set_value("cam").run()
+    assert not app.exception, app.exception
+    assert any("cam cannot explain this" in e.value for e in app.error)
+
+
+def test_a_nan_during_optimization_stops_the_render_with_a_message(app, tmp_path):
+    model = fvis.load_model("fvis:mnist", weights=None)
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = float("nan")
+    fvis.models.save(model, tmp_path / "nan.pt", "fvis:mnist")
+    widget(app.sidebar.text_input, "model").set_value(str(tmp_path / "nan.pt")).run()
+    go(app, "Render")
+    render_controls(app, layer="conv2", units="0", steps=50)
+    button(app, "render").click().run()
+    wait_for(app, lambda at: at.session_state.job is None)
+    assert any("the objective became nan at step 1 of 50" in e.value for e in app.error)
+    render_controls(app, layer="conv2", units="1", steps=5)  # still usable
+    assert not app.exception and not app.error
+
+
+def test_out_of_range_units_are_refused_in_the_page(app):
+    go(app, "Render")
+    render_controls(app, layer="fc1", units="120-130")
+    assert any("unit 128 is out of range: fc1 has units 0–127" in e.value for e in app.error)
+    assert button(app, "render").disabled
+    widget(app.text_input, "units").set_value("5-2").run()
+    assert any("runs backwards" in e.value for e in app.error)
+    widget(app.text_input, "units").set_value("x").run()
+    assert any("cannot read units 'x'" in e.value for e in app.error)
+
+
+def test_a_model_that_cannot_load_is_a_message_not_another_model(app):
+    widget(app.sidebar.text_input, "model").set_value("torchvision:resnet_nope").run()
+    assert any("Cannot load model 'torchvision:resnet_nope'" in e.value for e in app.error)
+    assert not [b for b in app.button if b.label.startswith("conv1[")]  # nothing else shown
+    widget(app.sidebar.text_input, "model").set_value("fvis:mnist").run()
+    assert not app.error and button(app, "conv1[0]")
+
+
+def test_random_init_loads_the_named_model_untrained(app):
+    widget(app.sidebar.radio, "weights").set_value("random init").run()
+    assert not app.exception, app.exception
+    assert "random init: the model is untrained" in texts(app)
+    trained = fvis.load_model("fvis:mnist")
+    untrained = sys.modules["fvis_studio.models"].load("fvis:mnist", None)
+    assert type(untrained) is type(trained)
+    assert not torch.equal(untrained.conv1.weight, trained.conv1.weight)

@@ -1,0 +1,62 @@
+"""Session state and navigation: which view, which unit, the running job, the history.
+
+Buttons navigate through ``on_click`` callbacks, which run before the next script run,
+so the widgets they move (the view radio) are set before they are drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+VIEWS = ("Units", "Render", "Explain", "History")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit: channel (or neuron) ``index`` of ``layer``."""
+
+    layer: str
+    index: int
+
+    def __str__(self) -> str:  # the unit-spec spelling of fvis.recipes
+        return f"class[{self.index}]" if self.layer == "output" else f"{self.layer}[{self.index}]"
+
+
+@dataclass
+class Entry:
+    """One finished render in the session history."""
+
+    recipe: dict
+    units: list[Unit]
+    images: object  # (B, C, H, W) tensor in [0, 1]
+    scores: list[str]  # one label per tile: final activation or p(class)
+    curve: list[float] = field(default_factory=list)
+
+
+def init() -> None:
+    ss = st.session_state
+    ss.setdefault("view", VIEWS[0])
+    ss.setdefault("unit", None)
+    ss.setdefault("job", None)
+    ss.setdefault("history", [])
+
+
+def open_unit(unit: Unit) -> None:
+    """``on_click`` callback: show ``unit``'s page."""
+    st.session_state.view = "Units"
+    st.session_state.unit = unit
+    st.session_state.grid_layer = unit.layer
+
+
+def open_grid(layer: str | None = None) -> None:
+    """``on_click`` callback: back to the grid (of ``layer``)."""
+    st.session_state.view = "Units"
+    st.session_state.unit = None
+    if layer is not None:
+        st.session_state.grid_layer = layer
+
+
+def go(view: str) -> None:
+    st.session_state.view = view
