@@ -4,75 +4,28 @@ by streamlit on a free local port."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+pytest.importorskip("playwright.sync_api")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
+from fvis_studio import serve  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 ALL_IMAGES_LOADED = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    """The studio served on 127.0.0.1:PORT; yields its URL."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        FVIS_STUDIO_DIR=str(tmp_path_factory.mktemp("studio")),
-        OMP_NUM_THREADS="1",
-    )
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "studio.py"),
-        "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-        "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"streamlit did not start: {proc.stderr.read().decode()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
+    with serve.studio({"FVIS_STUDIO_DIR": str(tmp_path_factory.mktemp("studio"))}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with serve.chromium() as b:
         yield b
-        b.close()
 
 
 def test_studio_grid_to_unit_page_in_chromium(studio, browser):

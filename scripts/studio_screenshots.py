@@ -1,0 +1,86 @@
+"""Screenshots of the studio for the README, and its latency on the bundled model.
+
+    python scripts/studio_screenshots.py     # docs/studio_grid.png, docs/studio_unit.png
+
+Serves the studio on a free local port and drives Debian's headless Chromium
+(``/usr/bin/chromium``) with Playwright. Prints, for a fresh browser session on a
+running server: the time from opening the page to the first unit image of the grid, and
+from clicking *render* to the first intermediate image (median of ``--repeat`` tries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "apps"))
+from fvis_studio import serve  # noqa: E402
+
+FIRST_TILE = "[...document.images].some(i => i.complete && i.naturalWidth > 0)"
+ALL_LOADED = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
+
+
+def open_grid(browser, url):
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    t = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(FIRST_TILE, timeout=120_000)
+    return page, time.perf_counter() - t
+
+
+def first_preview(page) -> float:
+    page.get_by_text("Render", exact=True).click()
+    page.get_by_role("button", name="render", exact=True).wait_for(timeout=60_000)
+    steps = page.get_by_label("steps")
+    steps.fill("2000")
+    steps.press("Enter")
+    time.sleep(0.5)
+    t = time.perf_counter()
+    page.get_by_role("button", name="render", exact=True).click()
+    page.get_by_text(" · step ").first.wait_for(timeout=60_000)
+    took = time.perf_counter() - t
+    page.get_by_role("button", name="cancel").click()
+    page.get_by_text("cancelled at step").wait_for(timeout=60_000)
+    return took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "docs"))
+    args = ap.parse_args()
+    with (
+        tempfile.TemporaryDirectory() as store,
+        serve.studio({"FVIS_STUDIO_DIR": store}) as url,
+        serve.chromium() as browser,
+    ):
+        page, cold = open_grid(browser, url)
+        page.wait_for_function(ALL_LOADED, timeout=60_000)
+        page.screenshot(path=f"{args.out}/studio_grid.png")
+        page.get_by_role("button", name="conv3[1]", exact=True).click()
+        page.get_by_text("excite it most").wait_for(timeout=60_000)
+        page.wait_for_function(ALL_LOADED, timeout=60_000)
+        time.sleep(0.5)
+        page.screenshot(path=f"{args.out}/studio_unit.png", full_page=True)
+        page.close()
+        grid, render = [], []
+        for _ in range(args.repeat):
+            page, took = open_grid(browser, url)
+            grid.append(took)
+            render.append(first_preview(page))
+            page.close()
+    print(f"first open (server cold): {cold:.2f} s to the first unit image")
+    print(f"open → first unit image: median {statistics.median(grid):.2f} s of {grid}")
+    print(
+        f"render → first intermediate image: median {statistics.median(render):.2f} s of {render}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
