@@ -59,7 +59,18 @@ REFUSALS = (ValueError, NotImplementedError, LayerError, IndexError, Unsupported
 
 
 def build(name: str):
-    """The model for one row (random weights, eval mode)."""
+    """The model for one row (random weights, eval mode; a linear layer initialised to
+    zero, as torchvision's ViT head is, gets small random weights so maps are not 0)."""
+    model = _build(name)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and not m.weight.any():
+                torch.nn.init.normal_(m.weight, std=0.02)
+    return model
+
+
+def _build(name: str):
     if name.startswith("hf-"):
         import transformers
 
