@@ -137,6 +137,7 @@ def cmd_render(args) -> int:
     from fvis.io import save_image
     from fvis.models import info
     from fvis.outputs import select
+    from fvis.transforms import fit
 
     model, device = _load(args)
     units, classes = _objectives(args, model)
@@ -199,8 +200,12 @@ def cmd_render(args) -> int:
     probs = None
     if classes is not None:
         with torch.no_grad():
-            x = meta.normalize(result.images.to(device))
-            probs = select(model(x)).softmax(1).cpu()
+            x = result.images.to(device)
+            if meta.fixed_size:  # as render fed it: fitted to the model's one size
+                x = fit(x, tuple(meta.input_size[1:]))
+            probs = select(model(meta.normalize(x))).softmax(1).cpu()
+            if probs.dim() == 4:  # segmentation: the mean probability over the pixels
+                probs = probs.mean((2, 3))
     for i, u in enumerate(units):
         line = f"  [{i}] {u.name}: objective {final[i]:.4g}"
         if probs is not None:

@@ -271,3 +271,18 @@ def test_cli_says_which_extra_is_missing(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "timm", None)
     assert cli(["layers", "--model", "timm:resnet18", "--weights", "none"]) == 2
     assert "pip install 'fvis[timm]'" in capsys.readouterr().err
+
+
+def test_cli_render_of_fixed_size_and_segmentation_models(tmp_path, capsys):
+    vit = load_model("timm:vit_tiny_patch16_224", weights=None, **TINY_VIT)
+    save(vit, tmp_path / "vit.pt")
+    common = ["--class", "1", "--steps", "1", "--size", "24", "-q"]
+    # a 24 px image for a 32 px-only ViT: fitted back, in the render and in the report
+    assert (
+        cli(["render", "--model", str(tmp_path / "vit.pt"), *common, "-o", str(tmp_path / "v.png")])
+        == 0
+    )
+    seg = ["render", "--model", "torchvision:lraspp_mobilenet_v3_large", "--weights", "none"]
+    assert cli([*seg, *common, "-o", str(tmp_path / "s.png")]) == 0  # dict output, mean p
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "p(class " in ln]
+    assert len(lines) == 2
