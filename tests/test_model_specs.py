@@ -170,6 +170,7 @@ def test_hf_module_passed_in_and_checkpoint(hf_folders, tmp_path):
     hf = _hf_vit().train()
     model = load_model(hf)
     assert isinstance(model, OutputView) and not hf.training
+    assert load_model(model) is model  # a view is not wrapped again
     assert model.fvis_info.labels == ("cat", "dog", "fox") and model.fvis_info.fixed_size
     save(model, tmp_path / "vit.pt")
     ckpt = torch.load(tmp_path / "vit.pt", weights_only=True)  # config as plain data

@@ -146,7 +146,7 @@ def _adopt(model: nn.Module, device) -> nn.Module:
     its info (see :func:`fvis.models.info.info`) attached unless it has one."""
     from fvis.models.info import is_hf
 
-    if is_hf(model):
+    if is_hf(model) and not isinstance(model, OutputView):
         view = OutputView(model, "logits")
         if hasattr(model, "fvis_info"):
             attach(view, model.fvis_info)
