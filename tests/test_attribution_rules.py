@@ -171,9 +171,9 @@ def dense_call(w, b=None):
     return WeightedCall(F.linear, w, b, (), {})
 
 
-def explicit(contrib, relevance, eps=1e-6):
-    """R_i = Σ_j c_ij / stab(Σ_i c_ij) · R_j for contributions c (B, I, J)."""
-    z = contrib.sum(1, keepdim=True)
+def explicit(contrib, relevance, eps=1e-6, bias=0.0):
+    """R_i = Σ_j c_ij / stab(Σ_i c_ij + b_j) · R_j for contributions c (B, I, J)."""
+    z = contrib.sum(1, keepdim=True) + bias
     stab = z + eps * torch.where(z >= 0, 1.0, -1.0)
     return (contrib / stab * relevance[:, None, :]).sum(2)
 
@@ -192,6 +192,7 @@ def test_each_rule_against_its_matrix_formula(signed):
     lo, hi = -torch.ones(6, dtype=torch.float64), 2 * torch.ones(6, dtype=torch.float64)
     wp, wn = w.T.clamp(min=0)[None], w.T.clamp(max=0)[None]
     z = a @ w.T + b
+    bp, bn = b.clamp(min=0)[None, None], b.clamp(max=0)[None, None]  # b⁺, b⁻ per output
     gamma = 0.25
 
     def eps_rule(eps):  # the bias is part of the denominator only
@@ -208,12 +209,19 @@ def test_each_rule_against_its_matrix_formula(signed):
         Epsilon(0.1): eps_rule(0.1),
         Epsilon(0): eps_rule(0.0),
         Gamma(gamma): (c / den[:, None, :] * relevance[:, None, :]).sum(2),
-        ZPlus(): explicit(pos, relevance),
-        AlphaBeta(2, 1): 2 * explicit(pos, relevance) - explicit(neg, relevance),
-        AlphaBeta(1, 0): explicit(pos, relevance),
-        WSquare(): explicit((w.T**2)[None].expand(2, 6, 4), relevance),
+        ZPlus(): explicit(pos, relevance, bias=bp),
+        ZPlus(bias=False): explicit(pos, relevance),
+        AlphaBeta(2, 1): 2 * explicit(pos, relevance, bias=bp) - explicit(neg, relevance, bias=bn),
+        AlphaBeta(2, 1, bias=False): 2 * explicit(pos, relevance) - explicit(neg, relevance),
+        AlphaBeta(1, 0): explicit(pos, relevance, bias=bp),
+        WSquare(): explicit((w.T**2)[None].expand(2, 6, 4), relevance, bias=b**2),
+        WSquare(bias=False): explicit((w.T**2)[None].expand(2, 6, 4), relevance),
         Flat(): explicit(torch.ones(2, 6, 4, dtype=torch.float64), relevance),
+        Flat(bias=True): explicit(torch.ones(2, 6, 4, dtype=torch.float64), relevance, bias=1.0),
         ZBox(lo, hi): explicit(xw - lo[None, :, None] * wp - hi[None, :, None] * wn, relevance),
+        ZBox(lo, hi, bias=False): explicit(
+            xw - lo[None, :, None] * wp - hi[None, :, None] * wn, relevance
+        ),
     }
     for rule, want in expected.items():
         (got,) = rule.relevance(dense_call(w, b), [a], relevance)
@@ -540,7 +548,7 @@ def test_merge_batchnorm_skips_shared_and_training():
 
 def test_methods_restore_everything_after_an_exception():
     net = bn_net()
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.rand(2, 3, 8, 8)  # in the valid range (0, 1), deep Taylor's zᴮ box
     before = snapshot(net)
     flags = [p.requires_grad for p in net.parameters()]
 

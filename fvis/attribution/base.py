@@ -35,6 +35,7 @@ __all__ = [
     "Attribution",
     "Target",
     "gradients",
+    "item_sums",
     "resolve_target",
     "scores",
     "upsample",
@@ -72,6 +73,12 @@ def gradients(
     a = acts[layer]
     (g,) = torch.autograd.grad(s.sum(), a, create_graph=create_graph)
     return g, a, s
+
+
+def item_sums(t: torch.Tensor) -> torch.Tensor:
+    """``Σ`` over everything but the batch dimension: (B, ...) → (B,); a batch of scalars
+    (B,) is returned as it is."""
+    return t.reshape(t.shape[0], -1).sum(1)
 
 
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:

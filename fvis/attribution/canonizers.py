@@ -23,7 +23,8 @@ from fvis import hooks
 __all__ = ["Canonizer", "MergeBatchNorm", "canonized", "default_canonizers"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, *_TRANSPOSED)
 
 
 class Canonizer:
@@ -73,8 +74,10 @@ class MergeBatchNorm(Canonizer):
     """Fold BatchNorm into the preceding conv/linear layer.
 
     A BatchNorm ``y = γ (z − μ)/√(σ² + ε) + β`` whose input ``z = W x + b`` is the output
-    of a ``Conv1-3d``/``Linear`` module that nothing else uses becomes part of it:
-    ``W' = s·W`` (per output channel), ``b' = s·(b − μ) + β`` with ``s = γ/√(σ² + ε)``, and
+    of a ``Conv1-3d``/``ConvTranspose1-3d``/``Linear`` module that nothing else uses becomes
+    part of it: ``W' = s·W`` (per output channel; a transposed convolution's weight is
+    ``(in, out/groups, ...)``, its output channel ``g·out/groups + j`` for group ``g``),
+    ``b' = s·(b − μ) + β`` with ``s = γ/√(σ² + ε)``, and
     the BatchNorm returns its input unchanged (a forward hook). Pairs are found by one
     traced forward pass of ``x[:1]`` (cached per model and input shape), so sequential,
     residual and functional architectures are handled alike; a module called more than
@@ -167,7 +170,12 @@ def _fold(lin: nn.Module, bn: nn.Module, undo: list) -> None:
     scale, shift = scale.to(w.dtype), shift.to(w.dtype)
     old_w = w.detach().clone()
     undo.append(lambda: w.copy_(old_w))
-    w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
+    if isinstance(lin, _TRANSPOSED):  # (in, out/groups, ...): scale by the output channel
+        g = lin.groups
+        per = scale.view(g, 1, -1).expand(g, w.shape[0] // g, -1).reshape(w.shape[0], -1)
+        w.mul_(per.view(*per.shape, *([1] * (w.dim() - 2))))
+    else:
+        w.mul_(scale.view(-1, *([1] * (w.dim() - 1))))
     if lin.bias is None:
         undo.append(lambda: setattr(lin, "bias", None))
         lin.bias = nn.Parameter(shift.clone(), requires_grad=False)

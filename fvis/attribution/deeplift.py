@@ -26,11 +26,27 @@ Rules (each a backward pass installed through :mod:`fvis.hooks.intercept`, so fu
   (eq. 12-13, 17-19). A nonlinearity whose input does not come straight from a linear
   operation (e.g. after a concatenation) gets ``Δz⁺ = max(Δz, 0)``, ``Δz⁻ = min(Δz, 0)``,
   which is the Rescale rule.
-* **max-pool**: in each window ``y = max_i z_i``; with ``i*`` the argmax for the input and
-  ``j*`` for the reference, ``Δy = z_{i*} − z⁰_{j*}`` lies between ``Δz_{j*}`` and
-  ``Δz_{i*}``, so ``Δy = λ Δz_{i*} + (1 − λ) Δz_{j*}`` with ``λ ∈ [0, 1]``; the multipliers
-  are ``λ·m`` at ``i*`` and ``(1 − λ)·m`` at ``j*``. This keeps summation-to-delta exact
-  where the plain gradient (``m`` at ``i*`` only, contribution ``Δz_{i*} ≠ Δy``) does not.
+* **max-pool**, ``max_pool=`` one of
+
+  * ``"argmax"`` (default): in each window ``y = max_i z_i``; with ``i*`` the argmax for
+    the input and ``j*`` for the reference, ``Δy = z_{i*} − z⁰_{j*}`` lies between
+    ``Δz_{j*}`` and ``Δz_{i*}``, so ``Δy = λ Δz_{i*} + (1 − λ) Δz_{j*}`` with
+    ``λ ∈ [0, 1]``; the multipliers are ``λ·m`` at ``i*`` and ``(1 − λ)·m`` at ``j*``.
+    This keeps summation-to-delta exact where the plain gradient (``m`` at ``i*`` only,
+    contribution ``Δz_{i*} ≠ Δy``) does not.
+  * ``"shapley"``: RevealCancel's answer to max-pool (seed 000): every input of the window
+    gets its exact Shapley value ``φ_i`` in the game ``v(S) = max(z_i, i ∈ S; z⁰_i, i ∉ S)``
+    (:func:`fvis.attribution.pooling.shapley_max`), multiplier ``φ_i / Δz_i``. ``Σ_i φ_i =
+    Δy``; ``max(3, 1)`` from 0 gives ``(2.5, 0.5)`` where ``"argmax"`` gives ``(3, 0)``.
+
+**Reference** ``x⁰`` (``reference=``): the named references of
+:mod:`~fvis.attribution.integrated` — ``"black"`` (default; seed 003 uses black for
+MNIST) / ``"zero"``, ``"blur"`` (seed 003's choice for CIFAR-10), ``"uniform"``,
+``"gaussian"``, ``"max_distance"`` — built in pixel space from the model's normalization,
+or a number, a tensor like one input or like ``inputs``, or a callable.
+
+``multiply_by_inputs=False`` returns the multipliers ``m = ∂^DL t / ∂x`` (captum's
+"global" attribution) instead of ``Δx · m``.
 
 Input and reference run as one batch of ``2B``; BatchNorm must be in eval mode. Operations
 without a rule (products of activations, layer norm, ...) raise
@@ -43,9 +59,10 @@ import torch
 from torch import Tensor
 
 from fvis import hooks
-from fvis.attribution import algebra
-from fvis.attribution.base import Attribution, resolve_target
+from fvis.attribution import algebra, pooling
+from fvis.attribution.base import Attribution, item_sums, resolve_target
 from fvis.attribution.canonizers import canonized, default_canonizers
+from fvis.attribution.integrated import generator, make_baselines
 from fvis.hooks import Activations
 
 __all__ = ["DeepLift"]
@@ -107,6 +124,9 @@ class _RevealCancel(torch.autograd.Function):
 
 
 class _MaxPool(torch.autograd.Function):
+    """``max_pool="argmax"``: multipliers ``λ·m`` at the input's argmax, ``(1 − λ)·m`` at the
+    reference's."""
+
     @staticmethod
     def forward(ctx, z, pool, b):
         y, idx = pool(z)
@@ -132,11 +152,39 @@ class _MaxPool(torch.autograd.Function):
         return torch.cat([gin, torch.zeros_like(gin)]), None, None
 
 
+class _ShapleyMaxPool(torch.autograd.Function):
+    """``max_pool="shapley"``: member ``i`` of a window gets ``φ_i / Δz_i · m``."""
+
+    @staticmethod
+    def forward(ctx, z, pool, b):
+        y, _ = pool(z)
+        w = pooling.windows(pool.func, pool.options, z.shape, y.shape, z.device)
+        zw = pooling.gather(z, w)  # (2B, C, O, K)
+        x, r = zw[:b], zw[b:]
+        phi = pooling.shapley_max(x, r, w.valid)
+        dz = x - r
+        safe = dz.abs() > _EPS  # |φ_i| ≤ |Δz_i|: nothing is lost here
+        ctx.w, ctx.b = w, b
+        ctx.save_for_backward(torch.where(safe, phi / torch.where(safe, dz, 1), 0))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (m,) = ctx.saved_tensors
+        w = ctx.w
+        gx = g[: ctx.b].flatten(g.dim() - w.nd).unsqueeze(-1)  # (B, C, O, 1)
+        gin = pooling.scatter(m * gx, w)
+        return torch.cat([gin, torch.zeros_like(gin)]), None, None
+
+
+_MAX_POOL_RULES = {"argmax": _MaxPool, "shapley": _ShapleyMaxPool}
+
+
 class _Policy(algebra.Policy):
     strict = True
 
-    def __init__(self, rule: str, b: int):
-        self.rule, self.b = rule, b
+    def __init__(self, rule: str, b: int, max_pool: str = "argmax"):
+        self.rule, self.b, self.pool_rule = rule, b, _MAX_POOL_RULES[max_pool]
         self.method = f"DeepLift(rule={rule!r})"
         self.records: dict[int, tuple[Tensor, algebra.LinearCall, list[Tensor]]] = {}
 
@@ -161,22 +209,20 @@ class _Policy(algebra.Policy):
         return _Rescale.apply(z, f, self.b)
 
     def max_pool(self, op, z, pool):
-        return _MaxPool.apply(z, pool, self.b)
+        return self.pool_rule.apply(z, pool, self.b)
 
 
-def _reference(reference, inputs: Tensor) -> Tensor:
-    if reference is None:
-        return torch.zeros_like(inputs)
-    ref = torch.as_tensor(reference, dtype=inputs.dtype, device=inputs.device)
-    if ref.dim() == inputs.dim() - 1:
-        ref = ref.unsqueeze(0)
-    try:
-        return ref.expand_as(inputs).detach()
-    except RuntimeError:
+def reference_for(spec, inputs: Tensor, info, gen=None) -> Tensor:
+    """One reference like ``inputs`` from ``spec`` (the baselines of
+    :func:`fvis.attribution.integrated.make_baselines`; ``None`` is ``"black"``)."""
+    spec = "black" if spec is None else spec
+    refs = make_baselines(spec, inputs, info, generator(gen) if gen is not None else None)
+    if refs.shape[0] != 1:
         raise ValueError(
-            f"reference of shape {tuple(ref.shape)} does not match inputs of shape "
-            f"{tuple(inputs.shape)}; give one input (C, H, W), (1, C, H, W) or one per item"
-        ) from None
+            f"one reference is needed, got {refs.shape[0]} (a tensor of shape "
+            f"{tuple(refs.shape[1:])} with a leading dimension); pass one input-shaped tensor"
+        )
+    return refs[0]
 
 
 def _split_acts(acts: Activations, b: int) -> tuple[Activations, Activations]:
@@ -192,44 +238,53 @@ def _split_acts(acts: Activations, b: int) -> tuple[Activations, Activations]:
 class DeepLift(Attribution):
     """DeepLIFT contributions ``C = Δx · m`` (module docstring), ``(B, ...)`` like the input.
 
-    ``rule``: ``"rescale"`` or ``"reveal_cancel"``. ``canonizers``: reversible model
-    rewrites applied during the call; by default BatchNorm is folded into the preceding
-    conv/linear for RevealCancel (so conv + BN is one linear operation whose
-    positive/negative split is taken) and nothing is changed for Rescale (linear
-    rewrites do not change Rescale multipliers).
+    ``rule``: ``"rescale"`` or ``"reveal_cancel"``. ``max_pool``: ``"argmax"`` or
+    ``"shapley"``. ``multiply_by_inputs=False``: return the multipliers ``m`` instead.
+    ``canonizers``: reversible model rewrites applied during the call; by default BatchNorm
+    is folded into the preceding conv/linear for RevealCancel (so conv + BN is one linear
+    operation whose positive/negative split is taken) and nothing is changed for Rescale
+    (linear rewrites do not change Rescale multipliers).
 
     >>> attr, delta = DeepLift(model, "reveal_cancel").attribute(x, 3, return_delta=True)
     """
 
     RULES = ("rescale", "reveal_cancel")
+    MAX_POOL = tuple(_MAX_POOL_RULES)
 
-    def __init__(self, model, rule: str = "rescale", *, canonizers=None):
+    def __init__(self, model, rule: str = "rescale", *, max_pool: str = "argmax",
+                 multiply_by_inputs: bool = True, canonizers=None):  # fmt: skip
         super().__init__(model)
         if rule not in self.RULES:
             raise ValueError(f"rule must be one of {self.RULES}, not {rule!r}")
-        self.rule = rule
+        if max_pool not in self.MAX_POOL:
+            raise ValueError(f"max_pool must be one of {self.MAX_POOL}, not {max_pool!r}")
+        self.rule, self.max_pool = rule, max_pool
+        self.multiply_by_inputs = bool(multiply_by_inputs)
         if canonizers is None:
             canonizers = default_canonizers() if rule == "reveal_cancel" else ()
         self.canonizers = tuple(canonizers)
 
-    def attribute(self, inputs: Tensor, target=None, *, reference=None, return_delta=False):
-        """Contributions ``(B, ...)``; with ``return_delta`` also ``(B,)``
-        ``Σ_i C_i − (t(x) − t(x⁰))`` (0 up to rounding). ``reference``: a tensor like one
-        input or like ``inputs`` (default: zeros)."""
+    def attribute(self, inputs: Tensor, target=None, *, reference="black", generator=None,
+                  return_delta=False):  # fmt: skip
+        """Contributions ``(B, ...)`` (multipliers with ``multiply_by_inputs=False``); with
+        ``return_delta`` also ``(B,)`` ``Σ_i C_i − (t(x) − t(x⁰))`` (0 up to rounding; always
+        of the contributions). ``reference``: see the module docstring; ``generator``: a
+        ``torch.Generator`` or seed for a random one."""
         hooks.check_eval(self.model, f"DeepLift(rule={self.rule!r})")
         objective = resolve_target(self.model, inputs, target)
-        ref = _reference(reference, inputs)
+        ref = reference_for(reference, inputs, self.info, generator)
         b = inputs.shape[0]
         both = torch.cat([inputs.detach(), ref]).requires_grad_(True)
+        policy = _Policy(self.rule, b, self.max_pool)
         with canonized(self.model, inputs, self.canonizers):
-            acts = hooks.run(self.model, both, objective.layers, _Policy(self.rule, b))
+            acts = hooks.run(self.model, both, objective.layers, policy)
             ax, ar = _split_acts(acts, b)
             sx = objective(ax)
             with torch.no_grad():
                 sr = objective(ar).detach()
             (g,) = torch.autograd.grad(sx.sum(), both)
-        attr = (inputs.detach() - ref) * g[:b]
+        contributions = (inputs.detach() - ref) * g[:b]
+        attr = contributions if self.multiply_by_inputs else g[:b]
         if not return_delta:
             return attr
-        delta = attr.flatten(1).sum(1) - (sx.detach() - sr)
-        return attr, delta
+        return attr, item_sums(contributions) - (sx.detach() - sr)

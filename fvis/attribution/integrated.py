@@ -31,7 +31,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fvis.attribution.base import Attribution, Target, default_rows, gradients, row_chunks, scores
+from fvis.attribution.base import (
+    Attribution,
+    Target,
+    default_rows,
+    gradients,
+    item_sums,
+    row_chunks,
+    scores,
+)
 from fvis.models.info import ModelInfo
 from fvis.transforms import gaussian_blur
 
@@ -281,7 +289,7 @@ class IntegratedGradients(Attribution):
                 item = torch.arange(sl.start, sl.stop) % b
                 values.append(scores(self.model, points[sl], tgt.rows(item))[0])
         f = torch.cat(values).view(n_base + 1, b)
-        return attr.flatten(1).sum(1) - (f[0] - f[1:].mean(0))
+        return item_sums(attr) - (f[0] - f[1:].mean(0))
 
 
 def _gen(seed) -> torch.Generator:

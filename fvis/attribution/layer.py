@@ -29,6 +29,7 @@ from fvis.attribution.base import (
     Target,
     default_rows,
     gradients,
+    item_sums,
     row_chunks,
     scores,
     upsample,
@@ -237,7 +238,7 @@ class LayerIntegratedGradients(Attribution):
                     )
                 )
         f = torch.cat(values).view(n_base + 1, b)
-        return out, attr.flatten(1).sum(1) - (f[0] - f[1:].mean(0))
+        return out, item_sums(attr) - (f[0] - f[1:].mean(0))
 
 
 def _gen(seed):

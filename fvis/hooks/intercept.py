@@ -288,7 +288,8 @@ class Policy:
         return None
 
     def max_pool(self, op: Op, z: Tensor, pool: Callable):
-        """``pool(t)`` returns ``(values, flat spatial indices)`` of the max pool."""
+        """``pool(t)`` returns ``(values, flat spatial indices)`` of the max pool;
+        ``pool.func`` and ``pool.options`` are the call without its input."""
         return None
 
     def linear(self, op: Op, call, inputs: list[Tensor]):
@@ -412,6 +413,7 @@ class Interceptor(TorchFunctionMode):
         def pool(t, kw=kw):
             return func(t, **kw, return_indices=True)
 
+        pool.func, pool.options = func, kw  # the window geometry (fvis.attribution.pooling)
         out = self.policy.max_pool(op, z, pool)
         return func(*args, **kwargs) if out is None else out
 
