@@ -21,7 +21,7 @@ from torch import nn
 
 from fvis.attribution import LRP, Deconvnet, DeepLift, DeepTaylor, GuidedBackprop, SimpleTaylor
 from fvis.attribution.composites import EpsilonAlpha2Beta1, EpsilonGammaBox
-from fvis.attribution.core import UnsupportedOperation
+from fvis.hooks import UnsupportedOperation
 from fvis.models import load_model
 
 torch.set_num_threads(1)

@@ -28,10 +28,10 @@ from fvis.attribution import (
 )
 from fvis.attribution import composites as C
 from fvis.attribution.canonizers import MergeBatchNorm
-from fvis.attribution.core import UnsupportedOperation
 from fvis.attribution.pooling import shapley_max
 from fvis.attribution.rules import AlphaBeta, Epsilon, ZPlus
 from fvis.attribution.taylor import find_root
+from fvis.hooks import UnsupportedOperation
 
 torch.set_num_threads(1)
 D = torch.float64
