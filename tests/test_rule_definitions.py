@@ -2,10 +2,11 @@
 hand-computed values, and the peers' own numbers where the definition is shared (zennit's
 composites, captum's DeepLIFT multipliers).
 
-Items: 2 (return_delta on a batch of scalars), 3 (DeepLIFT / simple Taylor references),
-5 (LRP bias), 6 (αβ domain), 7 (proportional and Shapley max-pool), 8 (simple Taylor root
-search), 9 (deep Taylor domains), 15 (DeepLIFT multipliers), 17 (BatchNorm after a
-transposed convolution).
+Items: 1 (RevealCancel's Δ⁺/Δ⁻ carried through linear operations), 2 (return_delta on
+a batch of scalars), 3 (DeepLIFT / simple Taylor references), 5 (LRP bias), 6 (αβ
+domain), 7 (proportional and Shapley max-pool), 8 (simple Taylor root search), 9 (deep
+Taylor domains), 15 (DeepLIFT multipliers), 17 (BatchNorm after a transposed
+convolution).
 """
 
 from __future__ import annotations
@@ -49,6 +50,101 @@ def linear(weight, bias=None) -> nn.Linear:
 
 def t(*rows) -> torch.Tensor:
     return torch.tensor(rows, dtype=D)
+
+
+# ---------------------------------------------------------------- item 1
+class ReLULinear(nn.Module):
+    """captum's ReLULinearModel on one input (B, 6): l3(relu(cat(l1(x1), l2(x2))))."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = linear([[3, 1, 0]]), linear([[2, 3, 0]])
+        self.l3 = linear([[1, 1]])
+
+    def forward(self, x):
+        return self.l3(torch.relu(torch.cat([self.l1(x[:, :3]), self.l2(x[:, 3:])], 1)))
+
+
+def test_reveal_cancel_carries_parts_through_concatenation():
+    """x1 = (−10, 1, −5), x2 = (3, 3, 1), reference 0 (captum's test inputs): l1 gives
+    Δz = −29 = +1 − 30, so RevealCancel gives x1 (−½, ½, 0): Δy⁺ = ½f(1) + ½[f(−29) −
+    f(−30)] = ½, Δy⁻ = −½; l2 gives 15, all positive: x2 (6, 9, 0). Rescale (captum's
+    numbers, live) gives x1 (0, 0, 0)."""
+    net, x = ReLULinear(), t([-10, 1, -5, 3, 3, 1])
+    rc, delta = DeepLift(net, "reveal_cancel").attribute(x, 0, return_delta=True)
+    assert torch.allclose(rc, t([-0.5, 0.5, 0, 6, 9, 0]), atol=1e-12)
+    assert abs(delta.item()) < 1e-12
+    rescale = DeepLift(net, "rescale").attribute(x, 0)
+    assert torch.allclose(rescale, t([0, 0, 0, 6, 9, 0]), atol=1e-12)
+    pytest.importorskip("captum")
+    from captum.attr import DeepLift as CaptumDeepLift
+    from captum.testing.helpers.basic_models import ReLULinearModel
+
+    theirs = CaptumDeepLift(ReLULinearModel().double()).attribute(
+        (x[:, :3], x[:, 3:]), (torch.zeros(1, 3, dtype=D),) * 2
+    )
+    assert torch.allclose(torch.cat(theirs, 1), rescale, atol=1e-12)
+
+
+class Residual(nn.Module):
+    """out(relu(fc2(relu(fc1(x))) + x)): RevealCancel at the residual sum."""
+
+    def __init__(self, merged: bool):
+        super().__init__()
+        g = torch.Generator().manual_seed(21)
+        w1, w2, w3 = (torch.randn(n, 3, generator=g, dtype=D) for n in (3, 3, 2))
+        b1, b2 = torch.randn(3, generator=g, dtype=D), torch.randn(3, generator=g, dtype=D)
+        self.fc1, self.out, self.merged = linear(w1, b1), linear(w3), merged
+        # the same sum as one linear layer on cat(h, x): weights (W2 | I)
+        self.fc2 = linear(torch.cat([w2, torch.eye(3, dtype=D)], 1) if merged else w2, b2)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        z = self.fc2(torch.cat([h, x], 1)) if self.merged else self.fc2(h) + x
+        return self.out(torch.relu(z))
+
+
+def test_reveal_cancel_through_a_residual_sum_equals_one_linear_layer():
+    g = torch.Generator().manual_seed(5)
+    x, ref = torch.randn(4, 3, generator=g, dtype=D), torch.randn(4, 3, generator=g, dtype=D)
+    summed, merged = Residual(False), Residual(True)
+    want, d1 = DeepLift(merged, "reveal_cancel").attribute(x, 1, reference=ref, return_delta=True)
+    got, d2 = DeepLift(summed, "reveal_cancel").attribute(x, 1, reference=ref, return_delta=True)
+    assert torch.allclose(got, want, atol=1e-12)
+    assert max(d1.abs().max(), d2.abs().max()) < 1e-12
+    rescale = DeepLift(summed, "rescale").attribute(x, 1, reference=ref)
+    assert not torch.allclose(got, rescale, atol=1e-3)
+
+
+def test_reveal_cancel_through_batchnorm_equals_the_folded_layer():
+    """BatchNorm left in place (canonizers=()) carries the parts by its per-channel scale,
+    negative scales swapping them: the same map as with BatchNorm folded into the conv."""
+    net = bn_like()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3), dtype=D)
+    folded = DeepLift(net, "reveal_cancel").attribute(x, 1)
+    kept, delta = DeepLift(net, "reveal_cancel", canonizers=()).attribute(x, 1, return_delta=True)
+    assert torch.allclose(kept, folded, atol=1e-10) and delta.abs().max() < 1e-10
+
+
+class Written(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        z = self.fc(x)
+        z[:, 0] = 0.0
+        return self.out(torch.relu(z))
+
+
+def test_reveal_cancel_refuses_what_it_cannot_carry():
+    net, x = Written(), torch.randn(2, 3)
+    before = snapshot(net)
+    with pytest.raises(UnsupportedOperation, match="Tensor.__setitem__ in module '<model>'"):
+        DeepLift(net, "reveal_cancel").attribute(x, 0)
+    assert_clean(net, before)
+    _, delta = DeepLift(net, "rescale").attribute(x, 0, return_delta=True)
+    assert delta.abs().max() < 1e-6
 
 
 # ---------------------------------------------------------------- item 2

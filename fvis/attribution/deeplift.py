@@ -14,18 +14,21 @@ Rules (each a backward pass installed through :mod:`fvis.hooks.intercept`, so fu
   ``m_{Δa_i Δz} = w_i``.
 * **Rescale** for an elementwise nonlinearity ``y = f(z)``:
   ``m = Δy / Δz``, or ``f'(z)`` where ``|Δz| < 1e-10``.
-* **RevealCancel** for ``y = f(z)`` where ``z = Σ_i w_i a_i + b`` is the output of a
-  linear operation (conv/linear/average pool/sum, with BatchNorm folded into the conv):
-  split ``Δz = Δz⁺ + Δz⁻`` by the sign of ``w_i Δa_i`` (eq. 6-7), then with ``r = z⁰``
+* **RevealCancel** for an elementwise nonlinearity ``y = f(z)``: with the positive and
+  negative parts ``Δz = Δz⁺ + Δz⁻`` and ``r = z⁰``
 
   ``Δy⁺ = ½[f(r + Δz⁺) − f(r)] + ½[f(r + Δz⁻ + Δz⁺) − f(r + Δz⁻)]``
   ``Δy⁻ = ½[f(r + Δz⁻) − f(r)] + ½[f(r + Δz⁺ + Δz⁻) − f(r + Δz⁺)]``
 
-  ``m⁺ = Δy⁺/Δz⁺``, ``m⁻ = Δy⁻/Δz⁻``, and input ``i`` of the linear operation gets
-  ``w_i m⁺`` if ``w_i Δa_i > 0``, ``w_i m⁻`` if ``< 0``, ``w_i (m⁺ + m⁻)/2`` if ``Δa_i = 0``
-  (eq. 12-13, 17-19). A nonlinearity whose input does not come straight from a linear
-  operation (e.g. after a concatenation) gets ``Δz⁺ = max(Δz, 0)``, ``Δz⁻ = min(Δz, 0)``,
-  which is the Rescale rule.
+  ``m⁺ = Δy⁺/Δz⁺``, ``m⁻ = Δy⁻/Δz⁻`` (eq. 17-19). The parts are those of the reference
+  DeepLIFT, carried from the last conv/linear operation through every linear operation in
+  between — slicing, ``cat``, reshaping, sums (residual blocks), average pools, scaling,
+  BatchNorm — and through nonlinearities and max pools
+  (:mod:`fvis.attribution.reveal_cancel`); a conv/linear ``z = Σ_i w_i a_i + b`` splits
+  by the sign of ``w_i Δa_i`` (eq. 6-7) and its input ``i`` gets ``w_i m⁺`` if
+  ``w_i Δa_i > 0``, ``w_i m⁻`` if ``< 0``, ``w_i (m⁺ + m⁻)/2`` if ``Δa_i = 0``
+  (eq. 12-13). Where the parts cannot be carried the nonlinearity is refused, naming the
+  operation; nothing falls back to Rescale.
 * **max-pool**, ``max_pool=`` one of
 
   * ``"argmax"`` (default): in each window ``y = max_i z_i``; with ``i*`` the argmax for
@@ -63,6 +66,7 @@ from fvis.attribution import algebra, pooling
 from fvis.attribution.base import Attribution, item_sums, resolve_target
 from fvis.attribution.canonizers import canonized, default_canonizers
 from fvis.attribution.integrated import generator, make_baselines
+from fvis.attribution.reveal_cancel import Parts, RevealCancel, padded, rescale_multiplier
 from fvis.hooks import Activations
 
 __all__ = ["DeepLift"]
@@ -74,18 +78,12 @@ def _halves(t: Tensor, b: int) -> tuple[Tensor, Tensor]:
     return t[:b], t[b:]
 
 
-def _rescale_multiplier(f, zx: Tensor, zr: Tensor, yx: Tensor, yr: Tensor) -> Tensor:
-    dz, dy = zx - zr, yx - yr
-    safe = dz.abs() > _EPS
-    return torch.where(safe, dy / torch.where(safe, dz, 1), algebra.local_derivative(f, zx))
-
-
 class _Rescale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, f, b):
         y = f(z)
         ctx.b = b
-        ctx.save_for_backward(_rescale_multiplier(f, *_halves(z, b), *_halves(y, b)))
+        ctx.save_for_backward(rescale_multiplier(f, *_halves(z, b), *_halves(y, b)))
         return y
 
     @staticmethod
@@ -95,40 +93,12 @@ class _Rescale(torch.autograd.Function):
         return torch.cat([gx, torch.zeros_like(g[ctx.b :])]), None, None
 
 
-class _RevealCancel(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, b, call, z, *inputs):
-        y = f(z)
-        zx, r = _halves(z, b)
-        yx, yr = _halves(y, b)
-        deltas = [a[:b] - a[b:] for a in inputs]
-        dpos, dneg = call.split(deltas)
-        fp, fn = f(r + dpos), f(r + dneg)
-        ypos = 0.5 * (fp - yr) + 0.5 * (yx - fn)
-        yneg = 0.5 * (fn - yr) + 0.5 * (yx - fp)
-        m = _rescale_multiplier(f, zx, r, yx, yr)
-        sp, sn = dpos.abs() > _EPS, dneg.abs() > _EPS
-        mpos = torch.where(sp, ypos / torch.where(sp, dpos, 1), m)
-        mneg = torch.where(sn, yneg / torch.where(sn, dneg, 1), m)
-        ctx.b, ctx.call = b, call
-        ctx.save_for_backward(mpos, mneg, *deltas)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        mpos, mneg, *deltas = ctx.saved_tensors
-        gx = g[: ctx.b]
-        grads = ctx.call.split_backward(deltas, mpos * gx, mneg * gx)
-        full = [torch.cat([gk, torch.zeros_like(gk)]) for gk in grads]
-        return (None, None, None, None, *full)
-
-
 class _MaxPool(torch.autograd.Function):
     """``max_pool="argmax"``: multipliers ``λ·m`` at the input's argmax, ``(1 − λ)·m`` at the
     reference's."""
 
     @staticmethod
-    def forward(ctx, z, pool, b):
+    def forward(ctx, z, pool, b, maps):
         y, idx = pool(z)
         dz = (z[:b] - z[b:]).flatten(2)
         ix, ir = idx[:b].flatten(2), idx[b:].flatten(2)
@@ -139,6 +109,13 @@ class _MaxPool(torch.autograd.Function):
         lam = torch.where(safe, (dy - dj) / torch.where(safe, den, 1), 1).clamp(0, 1)
         ctx.b, ctx.zshape = b, z.shape
         ctx.save_for_backward(lam, ix, ir)
+
+        def linear_map(v):  # Δy = λ Δz_{i*} + (1 − λ) Δz_{j*}, for RevealCancel's parts
+            vx = v[:b].flatten(2)
+            out = lam * vx.gather(2, ix) + (1 - lam) * vx.gather(2, ir)
+            return padded(out.view_as(y[:b]))
+
+        maps.append(linear_map)
         return y
 
     @staticmethod
@@ -149,14 +126,14 @@ class _MaxPool(torch.autograd.Function):
         gin = torch.zeros((b, *ctx.zshape[1:]), dtype=g.dtype, device=g.device).flatten(2)
         gin.scatter_add_(2, ix, lam * gx).scatter_add_(2, ir, (1 - lam) * gx)
         gin = gin.view(b, *ctx.zshape[1:])
-        return torch.cat([gin, torch.zeros_like(gin)]), None, None
+        return torch.cat([gin, torch.zeros_like(gin)]), None, None, None
 
 
 class _ShapleyMaxPool(torch.autograd.Function):
     """``max_pool="shapley"``: member ``i`` of a window gets ``φ_i / Δz_i · m``."""
 
     @staticmethod
-    def forward(ctx, z, pool, b):
+    def forward(ctx, z, pool, b, maps):
         y, _ = pool(z)
         w = pooling.windows(pool.func, pool.options, z.shape, y.shape, z.device)
         zw = pooling.gather(z, w)  # (2B, C, O, K)
@@ -164,8 +141,14 @@ class _ShapleyMaxPool(torch.autograd.Function):
         phi = pooling.shapley_max(x, r, w.valid)
         dz = x - r
         safe = dz.abs() > _EPS  # |φ_i| ≤ |Δz_i|: nothing is lost here
+        m = torch.where(safe, phi / torch.where(safe, dz, 1), 0)
         ctx.w, ctx.b = w, b
-        ctx.save_for_backward(torch.where(safe, phi / torch.where(safe, dz, 1), 0))
+        ctx.save_for_backward(m)
+
+        def linear_map(v):  # Δy = Σ_i m_i Δz_i, for RevealCancel's parts
+            return padded((m * pooling.gather(v[:b], w)).sum(-1).view_as(y[:b]))
+
+        maps.append(linear_map)
         return y
 
     @staticmethod
@@ -174,7 +157,7 @@ class _ShapleyMaxPool(torch.autograd.Function):
         w = ctx.w
         gx = g[: ctx.b].flatten(g.dim() - w.nd).unsqueeze(-1)  # (B, C, O, 1)
         gin = pooling.scatter(m * gx, w)
-        return torch.cat([gin, torch.zeros_like(gin)]), None, None
+        return torch.cat([gin, torch.zeros_like(gin)]), None, None, None
 
 
 _MAX_POOL_RULES = {"argmax": _MaxPool, "shapley": _ShapleyMaxPool}
@@ -186,30 +169,51 @@ class _Policy(algebra.Policy):
     def __init__(self, rule: str, b: int, max_pool: str = "argmax"):
         self.rule, self.b, self.pool_rule = rule, b, _MAX_POOL_RULES[max_pool]
         self.method = f"DeepLift(rule={rule!r})"
-        self.records: dict[int, tuple[Tensor, algebra.LinearCall, list[Tensor]]] = {}
+        # RevealCancel's Δ⁺/Δ⁻ of every activation (None for Rescale, which needs none)
+        self.parts = Parts(b, self.method) if rule == "reveal_cancel" else None
 
     def linear(self, op, call, inputs):
-        if self.rule != "reveal_cancel":
+        if self.parts is None:
             return None
         out = call.forward(inputs)
-        self.records[id(out)] = (out, call, inputs)
+        self.parts.linear(op, call, inputs, out)
         return out
 
+    def scale(self, op, x, f):
+        return self._affine(op, x, f)
+
+    def batch_norm(self, op, x, f):
+        return self._affine(op, x, f)
+
+    def _affine(self, op, x, f):
+        if self.parts is None:
+            return None
+        out = f(x)
+        self.parts.affine(op, f, out)
+        return out
+
+    def neutral(self, op, args, kwargs, out):
+        if self.parts is not None:
+            self.parts.neutral(op, args, kwargs, out)
+
     def alias(self, src, dst):
-        rec = self.records.pop(id(src), None)
-        self.records.pop(id(dst), None)
-        if rec is not None:
-            self.records[id(dst)] = (dst, rec[1], rec[2])
+        if self.parts is not None:
+            self.parts.alias(src, dst)
 
     def activation(self, op, z, f, relu_like):
-        rec = self.records.get(id(op.source))
-        if rec is not None and rec[0] is op.source:
-            _, call, inputs = rec
-            return _RevealCancel.apply(f, self.b, call, z.detach(), *inputs)
-        return _Rescale.apply(z, f, self.b)
+        if self.parts is None:
+            return _Rescale.apply(z, f, self.b)
+        pos, neg = self.parts.get(op.source, op.where)
+        y, ypos, yneg = RevealCancel.apply(f, self.b, z.detach(), pos, neg)
+        self.parts.put(y, lambda: (ypos, yneg))
+        return y
 
     def max_pool(self, op, z, pool):
-        return self.pool_rule.apply(z, pool, self.b)
+        maps: list = []
+        y = self.pool_rule.apply(z, pool, self.b, maps)
+        if self.parts is not None:
+            self.parts.mapped(op, z, maps[0], y)
+        return y
 
 
 def reference_for(spec, inputs: Tensor, info, gen=None) -> Tensor:
@@ -276,6 +280,8 @@ class DeepLift(Attribution):
         b = inputs.shape[0]
         both = torch.cat([inputs.detach(), ref]).requires_grad_(True)
         policy = _Policy(self.rule, b, self.max_pool)
+        if policy.parts is not None:
+            policy.parts.input = both  # its parts: the signs of Δx
         with canonized(self.model, inputs, self.canonizers):
             acts = hooks.run(self.model, both, objective.layers, policy)
             ax, ar = _split_acts(acts, b)

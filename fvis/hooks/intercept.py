@@ -305,6 +305,11 @@ class Policy:
     def alias(self, src: Tensor, dst: Tensor) -> None:
         """An in-place operation copied ``src`` into ``dst``; ``dst`` now stands for it."""
 
+    def neutral(self, op: Op, args: tuple, kwargs: dict, out) -> None:
+        """A reshaping, indexing or concatenation ``out = op.func(*args, **kwargs)`` ran on
+        activations (``out`` is ``None`` for ``__setitem__``, which wrote into ``args[0]``);
+        for a policy that carries something through it."""
+
 
 class Interceptor(TorchFunctionMode):
     """Routes every torch operation of a forward pass to a :class:`Policy` (see the module
@@ -517,6 +522,8 @@ class Interceptor(TorchFunctionMode):
 
     def _neutral(self, func, args, kwargs):
         out = func(*args, **kwargs)
+        if any(is_activation(t) for t in _tensors(args)):
+            self.policy.neutral(self._op(func), args, kwargs, out)
         if self.policy.track_bounds and isinstance(out, Tensor) and func in _BOUNDS_THROUGH:
             tracked = [t for t in _tensors(args) if is_activation(t)]
             if tracked and all(self.bounds_of(t) is not None for t in tracked):
