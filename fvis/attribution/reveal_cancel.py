@@ -231,8 +231,9 @@ class Parts:
             bound.arguments["value"] = 0.0  # the padding has Δ = 0
             args, kwargs = bound.args, bound.kwargs
 
-        refs = {id(t): self.ref(t, op.where) for t in _tensors((args, kwargs))
-                if hooks.is_activation(t)}  # fmt: skip
+        refs: dict[int, object] = {}  # each activation's parts as it stands now
+        _map((args, kwargs), lambda t: hooks.is_activation(t)
+             and refs.setdefault(id(t), self.ref(t, op.where)))  # fmt: skip
 
         def parts(k: int | None):
             def part(which):
@@ -262,17 +263,6 @@ def _map(obj, fn):
     if isinstance(obj, dict):
         return {k: _map(v, fn) for k, v in obj.items()}
     return obj
-
-
-def _tensors(obj):
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _outputs(out):
