@@ -20,7 +20,6 @@ Activations of a layer may be ``(B, C, H, W)`` or ``(B, C)`` (fully connected);
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 
@@ -37,6 +36,7 @@ __all__ = [
     "blur",
     "channel",
     "channel_interpolate",
+    "class_log_prob",
     "class_logit",
     "class_region",
     "direction",
@@ -48,6 +48,7 @@ __all__ = [
     "layer",
     "neuron",
     "one_per_item",
+    "random_direction",
     "reference_l2",
     "total_variation",
 ]
@@ -207,6 +208,17 @@ def layer(name: str, *, batch: int | None = None) -> Objective:
     return _make(lambda a: _act(a, name).pow(2).flatten(1).mean(1), [name], f"layer({name})", batch)
 
 
+def _label_index(a: Acts, label: int | str) -> int:
+    if isinstance(label, int):
+        return label
+    info = getattr(a, "info", None)
+    if info is None:
+        raise ValueError(
+            f"class {label!r} given by name, but the model's labels are unknown; pass an index"
+        )
+    return info.label_index(label)
+
+
 def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
     """The model output (pre-softmax logit) of class ``label``: an index, or a name
     from the model's labels (``model.fvis_info.labels``). A spatial output (B, K, H, W)
@@ -214,18 +226,29 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
 
     def fn(a):
         out = select(_act(a, OUTPUT))  # a dict / ModelOutput output: its main tensor
-        k = label
-        if not isinstance(k, int):
-            info = getattr(a, "info", None)
-            if info is None:
-                raise ValueError(
-                    f"class {label!r} given by name, but the model's labels are "
-                    "unknown; pass an index"
-                )
-            k = info.label_index(label)
-        return _spatial_mean(_channel_of(out, OUTPUT, k))
+        return _spatial_mean(_channel_of(out, OUTPUT, _label_index(a, label)))
 
     return _make(fn, [OUTPUT], f"class({label})", batch)
+
+
+def class_log_prob(label: int | str, *, batch: int | None = None) -> Objective:
+    """Log-probability of class ``label`` (index or name), ``log softmax(z)_k = z_k −
+    log Σ_j exp z_j`` over the output's classes (dimension 1): seed 001's activation
+    maximization of ``log p(ω_k | x)``. Unlike the logit it rises only by beating the
+    other classes. A spatial output (B, K, H, W) is averaged over positions. ≤ 0."""
+
+    def fn(a):
+        out = select(_act(a, OUTPUT))
+        if out.dim() < 2:
+            raise ValueError(
+                f"class_log_prob needs class scores along dimension 1; the output is "
+                f"{tuple(out.shape)}"
+            )
+        k = _label_index(a, label)
+        _channel_of(out, OUTPUT, k)  # range check with the usual message
+        return _spatial_mean(torch.log_softmax(out, dim=1)[:, k])
+
+    return _make(fn, [OUTPUT], f"log_p({label})", batch)
 
 
 def class_region(
@@ -254,7 +277,7 @@ def class_region(
         w = m.to(device=out.device, dtype=out.dtype)
         if out.shape[-2:] != w.shape[-2:]:
             out = F.interpolate(out, size=w.shape[-2:], mode="bilinear", align_corners=False)
-        k = label if isinstance(label, int) else a.info.label_index(label)
+        k = _label_index(a, label)
         logit = _channel_of(out, OUTPUT, k)
         w = w.expand_as(logit)
         return (logit * w).flatten(1).sum(1) / w.flatten(1).sum(1)
@@ -314,6 +337,41 @@ def direction_neuron(
         return d[:, h // 2 if y is None else y, w // 2 if x is None else x]
 
     return _make(fn, [layer], f"direction_neuron({layer})", batch)
+
+
+def random_direction(
+    layer: str, seed: int = 0, *, over: str = "channels", batch: int | None = None
+) -> Objective:
+    """A seeded random direction, ``v = z / ‖z‖`` with ``z ~ N(0, I)`` drawn from
+    ``torch.Generator().manual_seed(seed)`` on the CPU (the same direction on every
+    device), as an objective (seed 004: units weighted by random signed parameters).
+
+    ``over="channels"``: ``v`` has one entry per channel, ``z = randn(C)``, and the
+    objective is :func:`direction` along it, ``mean_{y,x} <A[b, :, y, x], v>``.
+    ``over="layer"``: ``v`` spans the whole activation, ``z = randn(C, H, W)`` (or
+    ``randn(C)`` for a (B, C) layer), and the objective is ``<A[b], v> = Σ_{c,y,x}
+    A[b, c, y, x] · v[c, y, x]``, so neurons of one channel get different weights.
+    """
+    if over not in ("channels", "layer"):
+        raise ValueError(f"over must be 'channels' or 'layer', not {over!r}")
+    drawn: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def vector(shape: tuple[int, ...]) -> torch.Tensor:
+        if shape not in drawn:
+            z = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+            drawn[shape] = z / z.norm()
+        return drawn[shape]
+
+    def fn(a):
+        t = _act(a, layer)
+        if t.dim() < 2:
+            raise ValueError(f"layer {layer!r} gives {tuple(t.shape)}: no channel dimension")
+        if over == "channels":
+            return _spatial_mean(_direction_map(t, vector((t.shape[1],)), 0.0))
+        v = vector(tuple(t.shape[1:])).to(device=t.device, dtype=t.dtype)
+        return (t * v).flatten(1).sum(1)
+
+    return _make(fn, [layer], f"random_direction({layer}, seed={seed}, {over})", batch)
 
 
 def channel_interpolate(layer1: str, n1: int, layer2: str, n2: int) -> Objective:
@@ -400,18 +458,20 @@ def blur(layer: str = IMAGE, sigma: float = 1.0, *, batch: int | None = None) ->
 
 def frequency(layer: str = IMAGE, power: float = 2.0, *, batch: int | None = None) -> Objective:
     """High-frequency energy of the image (a penalty: subtract it):
-    ``Σ_f (|f| / f_max)^p · |X̂(f)|² / (C·H·W)``, with ``X̂`` the orthonormal 2-D DFT of
-    each channel minus its mean, ``|f|`` the radial frequency in cycles per pixel and
-    ``f_max = √0.5``. Zero for a constant image; largest for a checkerboard.
+    ``Σ_f (|f| / f_max)^p · |X̂(f)|² / (C·H·W)`` over the **full** spectrum, with ``X̂``
+    the orthonormal 2-D DFT of each channel minus its mean, ``|f| = √(f_y² + f_x²)`` in
+    cycles per pixel and ``f_max = √0.5``. Isotropic: an image and its transpose score
+    the same. Zero for a constant image; 1 for a ±1 checkerboard (all energy at
+    ``f_max``); ``(|f| / f_max)^p · a² / 2`` for a sinusoid of amplitude ``a``.
     """
 
     def fn(a):
         t = _act(a, layer)
         h, w = t.shape[-2:]
-        spec = torch.fft.rfft2(t - t.mean(dim=(-2, -1), keepdim=True), norm="ortho")
+        spec = torch.fft.fft2(t - t.mean(dim=(-2, -1), keepdim=True), norm="ortho")
         fy = torch.fft.fftfreq(h, device=t.device, dtype=t.dtype)[:, None]
-        fx = torch.fft.rfftfreq(w, device=t.device, dtype=t.dtype)[None, :]
-        weight = (torch.sqrt(fy**2 + fx**2) / math.sqrt(0.5)) ** power
+        fx = torch.fft.fftfreq(w, device=t.device, dtype=t.dtype)[None, :]
+        weight = ((fy**2 + fx**2) / 0.5) ** (power / 2)
         energy = spec.abs().pow(2) * weight
         return energy.flatten(1).sum(1) / (t[0].numel())
 
