@@ -16,6 +16,7 @@ EPILOG_RENDER = """examples:
   fvis render --model fvis:mnist --layer fc1 --channel 5 --negative -o out/fc1_5_neg.png
   fvis render --model fvis:mnist --class 3 --prior generator:mnist -o out/three.png
   fvis render --model torchvision:googlenet --layer inception4a --channel 97 --size 224
+  fvis render --model fvis:mnist --class 8 --start digit.png --radius 0.1 --transforms none
 """
 
 
@@ -81,7 +82,8 @@ def _objectives(args, model):
                 for c in args.class_.split(",")
             ]
             labels = [meta.label_index(c) for c in labels]
-        units = [O.class_logit(k) for k in labels]
+        unit = O.class_log_prob if args.log_prob else O.class_logit
+        units = [unit(k) for k in labels]
         classes = labels
     elif args.layer:
         classes = None
@@ -128,6 +130,20 @@ def _penalties(args, objective):
     return objective
 
 
+def _ball(args, meta, size):
+    """The hard ball of ``--start/--radius/--norm``, or None."""
+    if args.start is None:
+        if args.radius is not None:
+            raise SystemExit("fvis render: --radius bounds the distance from --start; give both")
+        return None
+    if args.radius is None:
+        raise SystemExit("fvis render: --start needs --radius (how far the image may move)")
+    from fvis.image import load_image
+    from fvis.param import Ball
+
+    return Ball(load_image(args.start, size=size, channels=meta.channels), args.radius, args.norm)
+
+
 def cmd_render(args) -> int:
     import torch
 
@@ -151,15 +167,18 @@ def cmd_render(args) -> int:
         meta_size = (args.size, args.size)
     else:
         meta_size = tuple(meta.input_size[1:])
+    ball = _ball(args, meta, meta_size)
     param = None
     if args.prior and args.prior != "image":
+        if ball:
+            raise SystemExit("fvis render: --start works in image space; drop --prior")
         from fvis.codespace import param_for
 
         param = param_for(args.prior, model, batch=len(units), seed=args.seed)
     else:
         from fvis.param import for_input
 
-        param = for_input(
+        param = (ball.start if ball else for_input)(
             (meta.channels, *meta_size),
             len(units),
             kind=args.param,
@@ -179,6 +198,7 @@ def cmd_render(args) -> int:
         progress=not args.quiet,
         thresholds=_int_list(args.thresholds) if args.thresholds else (),
         importance=args.importance,
+        ball=ball,
     )
     out = Path(args.output)
     scale = args.scale or max(1, 128 // max(result.images.shape[-2:]))
@@ -274,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="class logit(s): an index, a label name, a comma list, or 'all'",
     )
+    unit.add_argument(
+        "--log-prob",
+        action="store_true",
+        help="with --class: maximize log p(class) (log-softmax) instead of the logit",
+    )
     unit.add_argument("--layer", help="layer name (see fvis layers); with --channel")
     unit.add_argument(
         "--channel", metavar="K", help="channel(s) of --layer: 5, 0,3,9 or 0-7 (one image each)"
@@ -346,6 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         metavar="STEPS",
         help="use the redirected ReLU gradient for the first STEPS steps (default 16; 0 disables)",
+    )
+    start = r.add_argument_group(
+        "start image (adversarial examples, caricatures): the image starts at --start and "
+        "is projected after every step onto the ball of --radius around it"
+    )
+    start.add_argument("--start", metavar="IMAGE", help="image file to start from")
+    start.add_argument(
+        "--radius", type=float, default=None, help="largest distance from --start, in [0, 1] units"
+    )
+    start.add_argument(
+        "--norm", choices=("linf", "l2"), default="linf", help="distance (default: linf)"
     )
     pen = r.add_argument_group("penalties (weights; 0 disables)")
     pen.add_argument("--tv", type=float, default=0.0, help="total variation")

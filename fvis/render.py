@@ -19,7 +19,7 @@ from fvis import transforms as T
 from fvis.image import grid, to_pil
 from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
-from fvis.param import DEFAULT_LR, for_input
+from fvis.param import DEFAULT_LR, Ball, for_input
 from fvis.progress import Progress
 from fvis.redirect import redirected_relu
 
@@ -98,6 +98,13 @@ def _optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
     )
 
 
+@torch.no_grad()
+def _images(param: nn.Module, ball: Ball | None) -> torch.Tensor:
+    """The parameterization's images on the CPU, exactly inside the ball if any."""
+    images = param()
+    return (images if ball is None else ball.project(images)).cpu()
+
+
 def render(
     model: nn.Module,
     objective: Objective,
@@ -116,6 +123,7 @@ def render(
     progress: bool = True,
     importance: bool = False,
     callback=None,
+    ball: Ball | None = None,
 ) -> RenderResult:
     """Optimize ``param`` so that ``objective`` (per batch item) is maximized.
 
@@ -135,7 +143,10 @@ def render(
     the gradient magnitude at the image (:class:`RenderResult`). ``callback(step, images,
     values)``, if given, runs after each step with the images that step scored
     ((B, C, H, W), detached) and their objective values ((B,)); an exception raised in
-    it stops the render (the model is restored, no hooks remain) and propagates.
+    it stops the render (the model is restored, no hooks remain) and propagates. ``ball``: a
+    :class:`fvis.param.Ball` (L∞ or L2 around a start image) onto which the image is
+    projected after every step (adversarial examples, caricatures); without ``param``
+    the image starts at the ball's center.
     """
     info = model_info(model)
     if device is not None:
@@ -145,8 +156,11 @@ def render(
     else:
         device = hooks.model_device(model)
     if param is None:
-        param = for_input(info.input_size, batch, seed=seed)
+        start = for_input if ball is None else ball.start
+        param = start(info.input_size, batch, seed=seed)
     param = param.to(device)
+    if ball is not None:
+        ball.check(param)
     transform = T.resolve(transforms)
     if size == "auto":
         fit_size = tuple(info.input_size[1:]) if info.fixed_size else None
@@ -181,19 +195,19 @@ def render(
                 values = objective(acts)
                 (-values.sum()).backward()
             opt.step()
+            if ball is not None:
+                ball.project_(param)
             if importance and images.grad is not None:
                 g = images.grad.detach().abs().sum(1, keepdim=True)
                 saliency = g if saliency is None else saliency + g
             history.append(values.detach())
             if step in thresholds:
-                with torch.no_grad():
-                    snapshots[step] = param().detach().cpu()
+                snapshots[step] = _images(param, ball)
             if bar.enabled:
                 bar.update(step, f"objective {values.detach().mean().item():.4g}")
             if callback is not None:
                 callback(step, images.detach(), values.detach())
-    with torch.no_grad():
-        final = param().detach().cpu()
+    final = _images(param, ball)
     if saliency is not None:
         peak = saliency.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
         saliency = (saliency / peak).cpu()

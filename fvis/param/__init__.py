@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fvis.param.ball import Ball
 from fvis.param.color import COLOR_CORRELATION, correlate_inverse, decorrelate
 from fvis.param.cppn import CPPN
 from fvis.param.maco import MacoImage
@@ -23,7 +24,7 @@ from fvis.param.spatial import FourierImage, PixelImage
 
 __all__ = [
     "Image", "image", "for_input", "KINDS", "DEFAULT_LR", "COLOR_CORRELATION",
-    "decorrelate", "FourierImage", "PixelImage", "MacoImage", "CPPN",
+    "decorrelate", "FourierImage", "PixelImage", "MacoImage", "CPPN", "Ball",
 ]  # fmt: skip
 
 KINDS = ("fft", "pixel", "maco", "cppn")
@@ -46,6 +47,21 @@ class Image(nn.Module):
         if self.decorrelate:
             t = decorrelate(t)
         return torch.sigmoid(t)
+
+    @property
+    def assignable(self) -> bool:
+        """Whether :meth:`assign` works: pixel and Fourier images, not MACO (fixed
+        magnitude)."""
+        return hasattr(self.spatial, "assign")
+
+    @torch.no_grad()
+    def assign(self, images: torch.Tensor) -> None:
+        """Set the parameters so that ``forward()`` returns ``images`` (B, C, H, W) in
+        [0, 1] (clamped to [1e-4, 1 − 1e-4], up to float rounding); a
+        :class:`~fvis.param.ball.Ball` projects this way."""
+        if not self.assignable:
+            raise TypeError(f"{type(self.spatial).__name__} cannot be set to an image")
+        self.spatial.assign(_raw(images, self.decorrelate))
 
 
 def image(
@@ -86,10 +102,7 @@ def image(
     if init is not None:
         img = torch.as_tensor(init, dtype=torch.float32).detach().cpu()
         img = img.expand(shape) if img.dim() == 4 else img.unsqueeze(0).expand(shape)
-        raw = torch.logit(img.clamp(_EPS, 1 - _EPS)).double()
-        if decorrelate:
-            raw = correlate_inverse(raw)
-        raw = raw.float()
+        raw = _raw(img, decorrelate)
     g = torch.Generator().manual_seed(seed)
     if kind == "fft":
         spatial = FourierImage(shape, sd=sd, decay_power=decay_power, generator=g, init=raw)
@@ -98,6 +111,12 @@ def image(
     else:
         spatial = PixelImage(shape, sd=sd, generator=g, init=raw)
     return Image(spatial, decorrelate)
+
+
+def _raw(images: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+    """The unconstrained image whose colour-correlated sigmoid is ``images``."""
+    raw = torch.logit(images.clamp(_EPS, 1 - _EPS)).double()
+    return (correlate_inverse(raw) if decorrelate else raw).float()
 
 
 def for_input(input_size, batch: int = 1, **options) -> nn.Module:

@@ -38,6 +38,11 @@ class PixelImage(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.raw
 
+    @torch.no_grad()
+    def assign(self, raw: torch.Tensor) -> None:
+        """Make ``forward()`` return ``raw``."""
+        self.raw.copy_(raw)
+
     @staticmethod
     def inverse(image: torch.Tensor) -> torch.Tensor:
         return image
@@ -69,6 +74,11 @@ class FourierImage(nn.Module):
         """The parameter value whose image is ``raw`` (B, C, H, W)."""
         s = torch.fft.rfft2(raw * FFT_OUTPUT_SCALE, norm="ortho")
         return s / self.scale.to(raw.device)
+
+    @torch.no_grad()
+    def assign(self, raw: torch.Tensor) -> None:
+        """Make ``forward()`` return ``raw`` (B, C, H, W)."""
+        self.spectrum.copy_(torch.view_as_real(self.spectrum_of(raw.to(self.spectrum.device))))
 
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
