@@ -81,11 +81,15 @@ def item_sums(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
-def upsample(maps: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear resize of maps (B, H, W) or (B, C, H, W) to ``size`` (H', W')."""
+def upsample(maps: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    """Resize maps (B, H, W) or (B, C, H, W) to ``size`` (H', W'): ``"bilinear"``
+    (half-pixel centres, ``align_corners=False``) or ``"nearest"``."""
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation mode must be 'bilinear' or 'nearest', not {mode!r}")
     squeeze = maps.dim() == 3
     m = maps.unsqueeze(1) if squeeze else maps
-    m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+    corners = False if mode == "bilinear" else None
+    m = F.interpolate(m, size=tuple(size), mode=mode, align_corners=corners)
     return m.squeeze(1) if squeeze else m
 
 

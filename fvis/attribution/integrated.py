@@ -220,9 +220,18 @@ class IntegratedGradients(Attribution):
     """Integrated Gradients: ``(x − x′) ⊙ Σ_k w_k ∇f(x′ + α_k (x − x′))``, averaged over
     the baselines. Output shape of the inputs; ``Σ`` over an item ≈ ``f(x) − mean f(x′)``.
 
+    ``multiply_by_inputs=False`` (captum's keyword and meaning): return the path-averaged
+    gradient ``Σ_k w_k ∇f(x′ + α_k (x − x′))`` itself, without the factor ``x − x′``
+    (captum's "local" attribution); ``return_delta`` still checks completeness of
+    ``(x − x′) ⊙`` that gradient.
+
     >>> attr, delta = IntegratedGradients(model).attribute(
     ...     x, target=3, baselines="blur", steps=64, return_delta=True)
     """
+
+    def __init__(self, model, *, multiply_by_inputs: bool = True):
+        super().__init__(model)
+        self.multiply_by_inputs = bool(multiply_by_inputs)
 
     def attribute(
         self,
@@ -274,10 +283,11 @@ class IntegratedGradients(Attribution):
             points = torch.addcmul(flat_base[pair], a, diff[pair])
             g, _, _ = gradients(self.model, points, tgt.rows(item))
             flat_total.index_add_(0, pair, weights[step].view_as(a) * g)
-        attr = (diff.view_as(base) * total).mean(0)
+        contributions = (diff.view_as(base) * total).mean(0)
+        attr = contributions if self.multiply_by_inputs else total.mean(0)
         if not return_delta:
             return attr
-        return attr, self._delta(attr, x, base, tgt, size)
+        return attr, self._delta(contributions, x, base, tgt, size)
 
     def _delta(self, attr, x, base, tgt, size) -> torch.Tensor:
         """``Σ attr − (f(x) − mean_j f(x′_j))`` per item."""

@@ -181,7 +181,13 @@ class LayerIntegratedGradients(Attribution):
     Options as :meth:`IntegratedGradients.attribute` (``baselines`` are *input*
     baselines, mapped through the network to ``A′``), plus ``layer``, ``reduce``,
     ``upsample``. ``return_delta``: also ``Σ R − (F(A) − mean_j F(A′_j))`` per item.
+    ``multiply_by_inputs=False``: the path-averaged gradient ``Σ_k w_k ∂F/∂A`` without
+    the factor ``A − A′`` (as :class:`~fvis.attribution.IntegratedGradients`).
     """
+
+    def __init__(self, model, *, multiply_by_inputs: bool = True):
+        super().__init__(model)
+        self.multiply_by_inputs = bool(multiply_by_inputs)
 
     def attribute(
         self,
@@ -224,7 +230,8 @@ class LayerIntegratedGradients(Attribution):
             (g,) = torch.autograd.grad(s.sum(), value)
             flat_total.index_add_(0, pair.to(a.device), weights[step].to(a.device).view_as(al) * g)
         attr = ((a.unsqueeze(0) - a0) * total).mean(0)
-        out = _reduce(attr, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
+        out = attr if self.multiply_by_inputs else total.mean(0)
+        out = _reduce(out, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
         if not return_delta:
             return out
         ends = torch.cat([a.unsqueeze(0), a0]).flatten(0, 1)  # (1 + N)·B activations

@@ -12,8 +12,10 @@ For ``n`` noisy copies ``x + ε_j`` of each input, with ``R`` the wrapped method
 that images in [0, 1] map to in channel ``c`` (``model.fvis_info.valid_range``). So
 ``noise=0.15`` is 15 % of the pixel range whatever the normalization (the paper's
 ``σ / (x_max − x_min)``, which it recommends at 10–20 %). It is *not* an absolute std in
-model-input units (captum's ``stdevs``), and it does not depend on the input's own
-min/max. ``clip=True`` clips the noisy copies to the valid range.
+model-input units (captum's ``stdevs``). ``relative_to="sample"`` takes zennit's
+convention instead: ``σ_b = noise · (max_i x_b,i − min_i x_b,i)``, the range of each
+sample's own values (all channels and positions), so a dark image gets less noise.
+``clip=True`` clips the noisy copies to the valid range.
 
 The target is resolved once on the clean inputs (``None`` → predicted class of ``x``),
 so every noisy copy explains the same class.
@@ -68,13 +70,15 @@ class SmoothGrad(Attribution):
         *,
         n: int = 25,
         noise: float = 0.15,
+        relative_to: str = "valid",
         clip: bool = False,
         generator: torch.Generator | int | None = None,
         internal_batch_size: int | None = None,
         **options,
     ) -> torch.Tensor:
         """Average over ``n`` noisy copies of ``inputs`` (B, ...); ``noise`` is the noise
-        std as a fraction of the valid input range (module docstring); ``generator``: a
+        std as a fraction of the valid input range, or of each sample's own value range
+        with ``relative_to="sample"`` (module docstring); ``generator``: a
         ``torch.Generator`` or seed. ``internal_batch_size``: noisy copies per call of the
         wrapped method, default ``default_rows(B)``. ``options`` go to the wrapped method.
         """
@@ -86,8 +90,19 @@ class SmoothGrad(Attribution):
         x = inputs.detach()
         b = x.shape[0]
         tgt = Target(self.model, x, target)
-        lo, hi = valid_range(self.info, x)
-        sigma = noise * (hi - lo)
+        if relative_to == "valid":
+            lo, hi = valid_range(self.info, x)
+            sigma = noise * (hi - lo)
+        elif relative_to == "sample":
+            flat = x.reshape(b, -1)
+            spread = flat.amax(1) - flat.amin(1)
+            sigma = noise * spread.view(b, *[1] * (x.dim() - 1))
+            lo, hi = valid_range(self.info, x) if clip else (None, None)
+        else:
+            raise ValueError(
+                f"relative_to must be 'valid' (the valid input range) or 'sample' (each "
+                f"sample's own range), not {relative_to!r}"
+            )
         # Noise is drawn one copy of the batch at a time, in order, so the result does not
         # depend on internal_batch_size.
         copies: dict[int, torch.Tensor] = {}
