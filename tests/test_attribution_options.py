@@ -176,6 +176,12 @@ def test_gradcam_attribute_to_layer_input_equals_captum(mnist_model, mnist_digit
         x, labels[:3], attribute_to_layer_input=True, relu_attributions=True
     )
     assert torch.allclose(to_input, ref, atol=1e-6 * (1 + ref.abs().max().item()))
+    # captum's spelling of relu= is accepted with its meaning
+    signed = GradCAM(mnist_model).attribute(x, labels[:3], layer="conv3", relu_attributions=False)
+    assert torch.equal(
+        signed, GradCAM(mnist_model).attribute(x, labels[:3], layer="conv3", relu=False)
+    )
+    assert (signed < 0).any()
     assert_clean(mnist_model, before)
 
 

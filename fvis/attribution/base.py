@@ -122,6 +122,7 @@ CAPTUM_SPELLINGS = {
     "return_convergence_delta": "return_delta",  # IG, DeepLift, SimpleTaylor
     "baselines": "reference",  # DeepLift (IG's is baselines in both)
     "nt_samples": "n",  # NoiseTunnel → SmoothGrad / SmoothGradSquared / VarGrad
+    "relu_attributions": "relu",  # LayerGradCam → GradCAM, GradCAMPlusPlus
 }
 # captum keywords whose meaning fvis does not share: what to use instead.
 CAPTUM_DIFFERENT = {
