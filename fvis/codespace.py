@@ -41,7 +41,6 @@ from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
 from fvis.progress import Progress
 from fvis.redirect import redirected_relu
-from fvis.render import frozen
 
 __all__ = [
     "CodeSpaceResult",
@@ -310,8 +309,8 @@ def maximize(
 
     runs = []
     with (
-        frozen(model),
-        frozen(gen),
+        hooks.guard(model),
+        hooks.guard(gen),
         Progress(steps * restarts, f"codespace {objective.name}"[:60], progress) as bar,
     ):
         for r in range(restarts):

@@ -144,7 +144,7 @@ def neuron_groups(
     if img.shape[0] != 1:
         raise ValueError(f"neuron groups explain one image; got a batch of {img.shape[0]}")
     x = meta.normalize(img.to(fvis.hooks.model_device(model)))
-    with torch.no_grad():
+    with fvis.hooks.guard(model), torch.no_grad():
         probs = model(x).softmax(1)[0]
     t = int(probs.argmax()) if target is None else meta.label_index(target)
     positive_part = layer is None

@@ -23,7 +23,7 @@ from fvis.param import DEFAULT_LR, Ball, for_input
 from fvis.progress import Progress
 from fvis.redirect import redirected_relu
 
-__all__ = ["RenderResult", "render", "frozen"]
+__all__ = ["RenderResult", "render"]
 
 
 @dataclass
@@ -63,27 +63,6 @@ class RenderResult:
         final = ", ".join(f"{v:.4g}" for v in self.history[-1].tolist()[:8])
         picture = self.grid(scale=max(1, 128 // max(self.images.shape[-2:])))
         return html_figure(picture, f"{self.objective}: {len(self.history)} steps, final {final}")
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module):
-    """Eval mode and no parameter gradients for the duration; both restored afterwards.
-
-    Eval mode keeps BatchNorm statistics (weights) unchanged; not asking for weight
-    gradients halves the backward pass.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t
-        for p, r in flags:
-            p.requires_grad_(r)
 
 
 def _optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
@@ -176,12 +155,10 @@ def render(
     thresholds = set(int(t) for t in thresholds)
     history, snapshots, saliency = [], {}, None
 
-    with frozen(model), Progress(steps, f"render {objective.name}"[:60], progress) as bar:
+    with hooks.guard(model), Progress(steps, f"render {objective.name}"[:60], progress) as bar:
         for step in range(1, steps + 1):
             opt.zero_grad(set_to_none=True)
             images = param()
-            if importance:
-                images.retain_grad()
             x = transform(images, gen)
             if fit_size is not None:
                 x = T.fit(x, fit_size)
@@ -193,12 +170,17 @@ def render(
                 acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
                 acts[IMAGE] = images
                 values = objective(acts)
-                (-values.sum()).backward()
+            # gradients for the parameterization (and the image) only: the model's
+            # parameters get none, whatever their requires_grad
+            wrt = [*params, images] if importance else params
+            grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = g
             opt.step()
             if ball is not None:
                 ball.project_(param)
-            if importance and images.grad is not None:
-                g = images.grad.detach().abs().sum(1, keepdim=True)
+            if importance and grads[-1] is not None:
+                g = grads[-1].detach().abs().sum(1, keepdim=True)
                 saliency = g if saliency is None else saliency + g
             history.append(values.detach())
             if step in thresholds:

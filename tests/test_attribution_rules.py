@@ -591,13 +591,18 @@ def test_unsupported_operation_is_refused_with_the_module_name():
     assert torch.isfinite(GuidedBackprop(net).attribute(x, 0)).all()  # a modified gradient
 
 
-def test_training_batchnorm_and_torchscript_are_refused():
+def test_training_batchnorm_runs_in_eval_mode_and_torchscript_is_refused():
+    torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 2))
+    net[1].running_mean.uniform_(-1, 1)
     before = snapshot(net)
-    for method in (LRP(net), DeepLift(net), DeepLift(net, "reveal_cancel")):
-        with pytest.raises(UnsupportedOperation, match="'1' \\(BatchNorm2d\\) is in training"):
-            method.attribute(torch.randn(2, 3, 8, 8), None)
-        assert_clean(net, before)  # refused before any forward pass
+    x = torch.randn(2, 3, 8, 8)
+    for make in (LRP, DeepLift, lambda m: DeepLift(m, "reveal_cancel")):
+        expected = make(net.eval()).attribute(x, None)
+        net.train()
+        assert torch.equal(make(net).attribute(x, None), expected)
+        assert_clean(net, before)  # running statistics untouched
+        assert net.training and net[1].training  # modes restored
     with warnings.catch_warnings():  # torch.jit.script is deprecated, still in use
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))

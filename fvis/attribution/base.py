@@ -98,7 +98,9 @@ class Attribution:
 
     Every ``attribute`` also takes captum's spelling of an option where it means the same
     (:data:`CAPTUM_SPELLINGS`), and refuses captum options that mean something else with a
-    message naming fvis's (:data:`CAPTUM_DIFFERENT`)."""
+    message naming fvis's (:data:`CAPTUM_DIFFERENT`). ``attribute`` runs inside
+    :func:`fvis.hooks.guard` (eval mode, one fvis call per model at a time, modes restored
+    after)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -107,7 +109,7 @@ class Attribution:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "attribute" in cls.__dict__:
-            cls.attribute = _captum_spellings(cls.attribute)
+            cls.attribute = _guarded(_captum_spellings(cls.attribute))
 
     def attribute(self, inputs: torch.Tensor, target=None, **options) -> torch.Tensor:
         raise NotImplementedError
@@ -158,6 +160,15 @@ def _captum_spellings(attribute):
         return attribute(self, *args, **kwargs)
 
     return wrapper
+
+
+def _guarded(attribute):
+    @functools.wraps(attribute)
+    def guarded(self, *args, **kwargs):
+        with hooks.guard(self.model):
+            return attribute(self, *args, **kwargs)
+
+    return guarded
 
 
 # Rows (model inputs) per forward pass when a method expands the batch (steps, noise
@@ -263,7 +274,7 @@ class Target:
             self.objective = target
             return
         if target is None:
-            with torch.no_grad():
+            with hooks.guard(model), torch.no_grad():
                 out = select(model(inputs), self.key)
             if out.dim() != 2:
                 raise ValueError(

@@ -51,7 +51,7 @@ or a number, a tensor like one input or like ``inputs``, or a callable.
 ``multiply_by_inputs=False`` returns the multipliers ``m = ∂^DL t / ∂x`` (captum's
 "global" attribution) instead of ``Δx · m``.
 
-Input and reference run as one batch of ``2B``; BatchNorm must be in eval mode. Operations
+Input and reference run as one batch of ``2B``; the model runs in eval mode. Operations
 without a rule (products of activations, layer norm, ...) raise
 :class:`~fvis.hooks.UnsupportedOperation`.
 """
@@ -274,7 +274,6 @@ class DeepLift(Attribution):
         ``return_delta`` also ``(B,)`` ``Σ_i C_i − (t(x) − t(x⁰))`` (0 up to rounding; always
         of the contributions). ``reference``: see the module docstring; ``generator``: a
         ``torch.Generator`` or seed for a random one."""
-        hooks.check_eval(self.model, f"DeepLift(rule={self.rule!r})")
         objective = resolve_target(self.model, inputs, target)
         ref = reference_for(reference, inputs, self.info, generator)
         b = inputs.shape[0]

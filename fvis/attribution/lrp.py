@@ -184,7 +184,6 @@ class LRP(Attribution):
     def attribute(self, inputs: Tensor, target=None) -> Tensor:
         """Relevance ``(B, ...)`` of each input value for ``target`` (int class, per-item
         classes, an :class:`~fvis.objectives.Objective`, ``None`` = predicted class)."""
-        hooks.check_eval(self.model, self.method)
         objective = resolve_target(self.model, inputs, target)
         x = inputs.detach().requires_grad_(True)
         bounds = self.info.valid_range(x) if x.dim() == 4 else None

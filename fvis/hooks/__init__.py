@@ -16,8 +16,8 @@ operation (ReLU, conv, sum, ...)             (:mod:`.intercept`)
 know which call of which module is running   :class:`CallTracker` (:mod:`.calls`)
 rewrite weights reversibly                   a canonizer (:mod:`fvis.attribution.canonizers`)
                                              inside ``with canonizer.apply(model, x)``
-keep the model's flags and modes as they     :func:`frozen`, :func:`check_eval`
-were                                         (:mod:`.state`)
+run a model in eval mode, one fvis call at    :func:`guard` (:mod:`.state`; its docstring says
+a time, modes restored                       why calls on one model are serialized)
 ===========================================  ==============================================
 
 Every function here installs hooks only on the modules it needs and removes them in
@@ -29,14 +29,8 @@ torch.Size([1, 32, 14, 14])
 """
 
 from fvis.hooks.calls import CallTracker
-from fvis.hooks.forward import (
-    Activations,
-    capture,
-    check_no_hooks,
-    hooks_on,
-    input_gradient,
-    run,
-)
+from fvis.hooks.forward import Activations, capture, input_gradient, run
+from fvis.hooks.handles import check_no_hooks, hookable, hooks_on
 from fvis.hooks.intercept import (
     Interceptor,
     LinearCalls,
@@ -59,7 +53,7 @@ from fvis.hooks.names import (
     parse,
     trace,
 )
-from fvis.hooks.state import check_eval, frozen, refuse_script
+from fvis.hooks.state import guard, refuse_script
 
 __all__ = [
     "INPUT",
@@ -75,9 +69,9 @@ __all__ = [
     "Trace",
     "UnsupportedOperation",
     "capture",
-    "check_eval",
     "check_no_hooks",
-    "frozen",
+    "guard",
+    "hookable",
     "hooks_on",
     "input_gradient",
     "is_activation",

@@ -9,18 +9,19 @@ pass with every torch operation routed to a :class:`~fvis.hooks.intercept.Policy
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from fvis.hooks.calls import CallTracker
+from fvis.hooks.handles import hooks_on
 from fvis.hooks.intercept import Interceptor, Policy
 from fvis.hooks.names import INPUT, OUTPUT, LayerError, locate, trace
-from fvis.hooks.state import frozen, refuse_script
+from fvis.hooks.state import guard, refuse_script
 from fvis.models.info import info as model_info
 
-__all__ = ["Activations", "capture", "check_no_hooks", "hooks_on", "input_gradient", "run"]
+__all__ = ["Activations", "capture", "input_gradient", "run"]
 
 
 class _Stop(BaseException):
@@ -56,7 +57,13 @@ def capture(
     a captured tensor that the network goes on using is cloned first, so later
     in-place ops (``ReLU(inplace=True)``) cannot change it. With ``retain_grads``,
     ``acts.grads[name]`` holds each activation's gradient after a backward pass.
+    The model runs in eval mode, its modes restored after (:func:`fvis.hooks.guard`).
     """
+    with guard(model):
+        return _capture(model, x, names, stop, retain_grads)
+
+
+def _capture(model, x, names, stop, retain_grads) -> Activations:
     names = list(dict.fromkeys(names))
     tr = trace(model, x)
     wanted: dict[str, dict[int, str]] = {}  # module -> {call: layer name}
@@ -118,41 +125,6 @@ def capture(
     return acts
 
 
-@contextlib.contextmanager
-def hooks_on(
-    pairs: Iterable[tuple[nn.Module, Callable]], *, kind: str = "forward"
-) -> Iterator[None]:
-    """Register ``(module, hook)`` pairs of one kind (``forward`` or ``forward_pre``)
-    for the duration of the block; always removed, also on error."""
-    handles = []
-    try:
-        for module, fn in pairs:
-            if kind == "forward":
-                handles.append(module.register_forward_hook(fn))
-            elif kind == "forward_pre":
-                handles.append(module.register_forward_pre_hook(fn))
-            else:
-                raise ValueError(f"kind must be 'forward' or 'forward_pre', not {kind!r}")
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def check_no_hooks(model: nn.Module) -> list[str]:
-    """Names of modules that still carry hooks (empty when the model is clean)."""
-    dirty = []
-    for name, m in model.named_modules():
-        if (
-            m._forward_hooks
-            or m._forward_pre_hooks
-            or m._backward_hooks
-            or getattr(m, "_backward_pre_hooks", None)
-        ):
-            dirty.append(name or "<model>")
-    return dirty
-
-
 def run(
     model: nn.Module,
     x: Tensor,
@@ -165,7 +137,8 @@ def run(
 
     ``bounds`` = (low, high) broadcastable to ``x``: the value range of the input, carried
     through neutral and scaling operations to the first layers (for the zᴮ rule). All
-    hooks are removed and parameter flags restored on exit, also on error.
+    hooks are removed on exit, also on error; the interceptor detaches the parameters, so
+    every tensor that requires grad depends on ``x``.
     """
     refuse_script(model, policy.method)
     tracker = CallTracker(model, x) if policy.modules else None
@@ -175,8 +148,8 @@ def run(
         lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device).expand_as(x) for b in bounds)
         mode.bounds[id(x)] = (x, lo, hi)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(guard(model))
         stack.callback(mode.bounds.clear)
-        stack.enter_context(frozen(model))
         if tracker is not None:
             pairs = [(m, tracker.pre) for m in tracker.modules]
             stack.enter_context(hooks_on(pairs, kind="forward_pre"))

@@ -37,12 +37,12 @@ batch_norm      ``F.batch_norm``                             LRP (pass)
 neutral         reshaping, indexing, ``cat``, dropout, ...   nobody (gradient is right)
 ==============  ===========================================  ============================
 
-An *activation* here is a tensor that depends on the input (requires grad; parameters are
-frozen while the model runs). A policy with ``strict = True`` (DeepLIFT, LRP) refuses any
-other differentiable operation on activations, such as a product of two activations or a
-layer norm, with an :class:`UnsupportedOperation` naming the operation and the module that
-ran it, instead of silently propagating a plain gradient through it. TorchScript modules
-run outside Python and cannot be intercepted; they are refused.
+An *activation* here is a tensor that depends on the input (requires grad; the interceptor
+detaches parameters, so nothing else does). A policy with ``strict = True`` (DeepLIFT, LRP)
+refuses any other differentiable operation on activations, such as a product of two
+activations or a layer norm, with an :class:`UnsupportedOperation` naming the operation
+and the module that ran it, instead of silently propagating a plain gradient through it.
+TorchScript modules run outside Python and cannot be intercepted; they are refused.
 """
 
 from __future__ import annotations
@@ -204,6 +204,17 @@ def _tensors(obj) -> Iterator[Tensor]:
             yield from _tensors(o)
 
 
+def _detached(obj):
+    """``obj`` with an ``nn.Parameter`` (also one in a list or tuple) detached: within the
+    interceptor only tensors that depend on the input require grad, without changing the
+    parameters' flags, which other threads may rely on."""
+    if isinstance(obj, nn.Parameter):
+        return obj.detach()
+    if isinstance(obj, (list, tuple)) and any(isinstance(o, nn.Parameter) for o in obj):
+        return type(obj)(o.detach() if isinstance(o, nn.Parameter) else o for o in obj)
+    return obj
+
+
 def _replace(obj, table: dict[int, Tensor]):
     """``obj`` with every tensor whose id is in ``table`` replaced."""
     if isinstance(obj, Tensor):
@@ -330,7 +341,8 @@ class Interceptor(TorchFunctionMode):
         return Op(func, name, module, inplace, source)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        args = tuple(_detached(a) for a in args)
+        kwargs = {k: _detached(v) for k, v in kwargs.items()} if kwargs else {}
         kind = _KIND.get(func)
         if kind is None:
             out = func(*args, **kwargs)

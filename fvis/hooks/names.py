@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fvis.hooks.handles import hookable, hooks_on
+from fvis.hooks.state import guard
 from fvis.models.info import info as model_info
 from fvis.outputs import select
 
@@ -139,7 +141,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
-    """Run one forward pass (no grad) recording every module call and output shape.
+    """Run one forward pass (no grad, eval mode) recording every module call and output
+    shape (TorchScript modules are opaque: their insides are not recorded).
 
     ``example`` is an input tensor or an input shape without batch, e.g. ``(1, 28, 28)``.
     Cached per model and input shape; the cache dies with the model.
@@ -148,9 +151,14 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
         shape = tuple(example.shape[1:])
     else:
         shape = tuple(int(s) for s in example)
-    cache = _TRACES.setdefault(model, {})
-    if shape in cache:
+    with guard(model):  # one thread per model: the cache entry is computed once
+        cache = _TRACES.setdefault(model, {})
+        if shape not in cache:
+            cache[shape] = _trace(model, example, shape)
         return cache[shape]
+
+
+def _trace(model: nn.Module, example, shape: tuple[int, ...]) -> Trace:
     if isinstance(example, torch.Tensor):
         x = example[:1].detach()
     else:
@@ -158,27 +166,23 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
     calls: dict[str, list] = {}
     types: dict[str, str] = {}
     finished: list[tuple[str, int]] = []
-    handles = []
-    for name, module in model.named_modules():  # remove_duplicate: a shared module once
+    modules = hookable(model)
+    for name, module in modules.items():
         types[name] = type(module).__name__
         calls.setdefault(name, [])
 
-        def hook(mod, inp, out, name=name):
+    def hook(name):
+        def record(mod, inp, out):
             t = _first_tensor(out) if name else _main_output(out)
             finished.append((name, len(calls[name])))
             calls[name].append(tuple(t.shape[1:]) if t is not None else None)
 
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+        return record
+
+    with hooks_on((m, hook(n)) for n, m in modules.items()), torch.no_grad():
+        model(x)
     calls = {n: s for n, s in calls.items() if s}
-    result = Trace(calls=calls, types=types, input_shape=shape, finished=tuple(finished))
-    cache[shape] = result
-    return result
+    return Trace(calls=calls, types=types, input_shape=shape, finished=tuple(finished))
 
 
 def parse(name: str) -> tuple[str, int | None]:

@@ -1,14 +1,31 @@
-"""The model-state guard: what a call may change on the model, and how it is restored.
+"""The model-state guard: what an fvis call may change on the model, and how it is restored.
 
-:func:`frozen` turns parameter gradients off for a block and restores the flags;
-:func:`check_eval` refuses a BatchNorm in training mode before any forward pass;
-:func:`refuse_script` refuses TorchScript modules, whose operations the hook layer
+Every fvis call on a model runs inside :func:`guard`: it holds the model's re-entrant
+lock, so fvis calls on one model run one at a time (calls on different models run in
+parallel), and runs the model in eval mode, restoring each module's mode on exit, also
+on error. Parameters' ``requires_grad`` flags are never changed: gradients are taken
+with ``torch.autograd.grad`` with respect to the image or the inputs only, and the
+interceptor detaches parameters for its own forward pass.
+
+Why a lock per model and not only per-call hooks: two things an fvis call needs are
+model-wide and visible to any forward pass of the model, whatever thread runs it —
+the modes of a training-mode model (BatchNorm must use its running statistics, Dropout
+must be off) and the canonizers' reversible weight rewrites (BatchNorm folding). No
+thread-local mechanism hides them, so calls that share a model are serialized; results
+are then exactly those of a sequential run. Hooks are thread-aware as well (they act
+only in the thread that registered them, :func:`fvis.hooks.hooks_on`), so a forward pass
+that the user runs in another thread is never touched by fvis's hooks; it does see a
+training-mode model in eval mode while an fvis call runs.
+
+:func:`refuse_script` refuses TorchScript modules, whose operations the interceptor
 cannot see.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -16,36 +33,39 @@ from torch import nn
 
 from fvis.hooks.intercept import UnsupportedOperation
 
-__all__ = ["check_eval", "frozen", "refuse_script"]
+__all__ = ["guard", "refuse_script"]
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(model: nn.Module) -> threading.RLock:
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad for the block (restored after, also on error), so
-    that every tensor requiring grad depends on the attributed input."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def check_eval(model: nn.Module, method: str) -> None:
-    """Refuse a model with a BatchNorm in training mode (checked before any forward pass,
-    which would update its running statistics)."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise UnsupportedOperation(
-                f"{method} needs BatchNorm in eval mode, but module {name or '<model>'!r} "
-                f"({type(m).__name__}) is in training mode, where it normalizes by batch "
-                "statistics. Call model.eval() first."
-            )
+def guard(model: nn.Module) -> Iterator[nn.Module]:
+    """For the block: the model is this thread's alone (among fvis calls) and in eval
+    mode; every module's ``training`` flag is restored on exit, also on error.
+    Re-entrant: nested calls in one thread share the outer guard."""
+    with _lock(model):
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            if any(t for _, t in modes):
+                model.eval()
+            yield model
+        finally:
+            for m, t in modes:
+                m.training = t
 
 
 def refuse_script(model: nn.Module, method: str) -> None:
+    """Refuse a model containing a TorchScript module: its operations run outside Python,
+    where the interceptor cannot see them."""
     for name, m in model.named_modules():
         if isinstance(m, torch.jit.ScriptModule):
             raise UnsupportedOperation(
