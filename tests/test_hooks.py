@@ -117,6 +117,41 @@ def test_retain_grads_records_activation_gradients(mnist_model):
     assert torch.equal(acts.grads["input"], x.grad)
 
 
+def _two_layer():
+    """y = w2 · relu(W1 x), hand-set: hidden units h = (x0 + x1, x0 − x1, −x0)."""
+    net = nn.Sequential(nn.Linear(2, 3, bias=False), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 0.0]]))
+        net[2].weight.copy_(torch.tensor([[2.0, 3.0, 5.0]]))
+    return net
+
+
+def test_replace_sets_an_activation_and_the_pass_goes_on_from_it():
+    net, x = _two_layer(), torch.tensor([[1.0, 2.0]])
+    value = torch.tensor([[1.0, -4.0, 0.5]], requires_grad=True)
+    acts = hooks.capture(net, x, ["output"], replace={"0": value})
+    assert acts["output"].item() == 2 * 1 + 3 * 0 + 5 * 0.5  # relu(value) · w2
+    (g,) = torch.autograd.grad(acts["output"].sum(), value)
+    assert g.tolist() == [[2.0, 0.0, 5.0]]  # the graph runs back to the replacement
+    with pytest.raises(ValueError, match="replacement of shape"):
+        hooks.capture(net, x, ["output"], replace={"0": torch.zeros(1, 4)})
+    assert hooks.check_no_hooks(net) == []
+
+
+def test_grad_masks_keep_one_hidden_units_share_of_the_gradient():
+    net, x = _two_layer(), torch.tensor([[2.0, 1.0]], requires_grad=True)
+    # h = (3, 1, −2): units 0 and 1 are on; dy/dx = 2·(1, 1) + 3·(1, −1) = (5, −1)
+    shares = {}
+    for k in range(3):
+        mask = torch.nn.functional.one_hot(torch.tensor(k), 3).float()
+        acts = hooks.capture(net, x, ["output"], grad_masks={"0": mask})
+        (shares[k],) = torch.autograd.grad(acts["output"].sum(), x)
+    assert shares[0].tolist() == [[2.0, 2.0]] and shares[1].tolist() == [[3.0, -3.0]]
+    assert shares[2].tolist() == [[0.0, 0.0]]  # unit 2 is off
+    (g,) = torch.autograd.grad(net(x).sum(), x)
+    assert torch.equal(shares[0] + shares[1] + shares[2], g)
+
+
 def test_hooks_removed_and_weights_unchanged_after_exception(mnist_model):
     before = snapshot(mnist_model)
     with pytest.raises(RuntimeError):

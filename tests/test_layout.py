@@ -3,6 +3,7 @@ priors' import path is their folder."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,23 @@ def test_generators_import_path_is_their_folder_and_scripts_stay_unimported():
     assert "fvis.generators.mnist_gan" in loaded
     assert "fvis.generators.train_mnist_gan" not in loaded
     assert "fvis.generators.fit_prior" not in loaded
+
+
+_HOOKING = re.compile(
+    r"register_(module_)?(forward|forward_pre|full_backward|full_backward_pre|backward)_hook"
+    r"|\.register_hook\(|TorchFunctionMode|__torch_function__"
+)
+
+
+def test_only_the_hook_layer_touches_module_internals():
+    """Hook registration and TorchFunctionMode appear only in fvis/hooks/ (in the library
+    and the front ends built on it)."""
+    offenders = []
+    for folder in ("fvis", "apps", "gallery"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if (ROOT / "fvis" / "hooks") in path.parents:
+                continue
+            for i, line in enumerate(path.read_text().splitlines(), 1):
+                if _HOOKING.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert offenders == []

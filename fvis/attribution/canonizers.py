@@ -11,12 +11,10 @@ linear layer ``z = W'x + b'`` instead of a linear layer followed by an affine ma
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from fvis import hooks
 
@@ -38,38 +36,6 @@ class Canonizer:
         return f"{type(self).__name__}()"
 
 
-class _Uses(TorchFunctionMode):
-    """Counts, for watched tensors, the torch operations that produce a tensor from them."""
-
-    def __init__(self):
-        super().__init__()
-        self.watched: dict[int, Tensor] = {}
-        self.uses: dict[int, int] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if isinstance(out, Tensor) or (isinstance(out, (tuple, list)) and out and
-                                       isinstance(out[0], Tensor)):  # fmt: skip
-            for t in _flat((args, kwargs)):
-                if id(t) in self.watched and self.watched[id(t)] is t:
-                    self.uses[id(t)] = self.uses.get(id(t), 0) + 1
-        return out
-
-
-def _flat(obj) -> Iterator[Tensor]:
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _flat(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _flat(o)
-
-
-_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 class MergeBatchNorm(Canonizer):
     """Fold BatchNorm into the preceding conv/linear layer.
 
@@ -77,64 +43,35 @@ class MergeBatchNorm(Canonizer):
     of a ``Conv1-3d``/``ConvTranspose1-3d``/``Linear`` module that nothing else uses becomes
     part of it: ``W' = s·W`` (per output channel; a transposed convolution's weight is
     ``(in, out/groups, ...)``, its output channel ``g·out/groups + j`` for group ``g``),
-    ``b' = s·(b − μ) + β`` with ``s = γ/√(σ² + ε)``, and
-    the BatchNorm returns its input unchanged (a forward hook). Pairs are found by one
-    traced forward pass of ``x[:1]`` (cached per model and input shape), so sequential,
-    residual and functional architectures are handled alike; a module called more than
-    once is left alone. BatchNorms in training mode are left alone (the attribution
-    methods refuse them). Parameters are changed in place and copied back on exit.
+    ``b' = s·(b − μ) + β`` with ``s = γ/√(σ² + ε)``, and the BatchNorm returns its input
+    unchanged (a forward hook). Pairs are read from the model's trace (which module call
+    feeds which, and how often a tensor is used), so sequential, residual and functional
+    architectures are handled alike; a module called more than once is left alone.
+    BatchNorms in training mode are left alone (the attribution methods run the model in
+    eval mode). Parameters are changed in place and copied back on exit; the attribution
+    methods hold the model's guard meanwhile (:func:`fvis.hooks.guard`), so no other fvis
+    call sees the folded weights.
     """
 
     def pairs(self, model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
-        """``(conv or linear name, batchnorm name)`` for every foldable pair."""
-        key = (tuple(x.shape[1:]), tuple(m.training for m in model.modules()))
-        cache = _PAIRS.setdefault(model, {})
-        if key in cache:
-            return cache[key]
+        """``(conv or linear name, batchnorm name)`` for every foldable pair, read from the
+        model's trace (:attr:`fvis.hooks.Trace.feeds`, cached per model and input shape)."""
         tr = hooks.trace(model, x)
-        once = {n for n, calls in tr.calls.items() if len(calls) == 1}
         mods = dict(model.named_modules())
-        uses = _Uses()
-        produced: dict[int, str] = {}
-        found: list[tuple[str, str, int]] = []
-
-        def lin_hook(name):
-            def hook(mod, inp, out):
-                if isinstance(out, Tensor):
-                    produced[id(out)] = name
-                    uses.watched[id(out)] = out
-
-            return hook
-
-        def bn_hook(name):
-            def hook(mod, inp):
-                t = inp[0]
-                lin = produced.get(id(t))
-                if lin is not None and uses.watched.get(id(t)) is t:
-                    found.append((lin, name, id(t)))
-
-            return hook
-
-        lin = [(m, lin_hook(n)) for n, m in mods.items() if isinstance(m, _LINEAR) and n in once]
-        bns = [(m, bn_hook(n)) for n, m in mods.items() if isinstance(m, _BN) and n in once]
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(hooks.hooks_on(lin))
-            stack.enter_context(hooks.hooks_on(bns, kind="forward_pre"))
-            stack.enter_context(torch.no_grad())
-            stack.enter_context(uses)
-            model(x[:1].detach())
         result = []
-        for lin_name, bn_name, tid in found:
+        for (bn_name, _), (lin_name, _), uses in tr.feeds:
             conv, bn = mods[lin_name], mods[bn_name]
+            if not (isinstance(conv, _LINEAR) and isinstance(bn, _BN)):
+                continue
             out_channels = conv.out_channels if hasattr(conv, "out_channels") else conv.out_features
             if (
-                uses.uses.get(tid) == 1  # only the BatchNorm's own batch_norm call
+                len(tr.calls[lin_name]) == len(tr.calls[bn_name]) == 1
+                and uses == 1  # only the BatchNorm's own batch_norm call
                 and not bn.training
                 and bn.running_mean is not None
                 and bn.num_features == out_channels
             ):
                 result.append((lin_name, bn_name))
-        cache[key] = result
         return result
 
     @contextlib.contextmanager

@@ -31,7 +31,6 @@ from fvis.attribution.base import (
     gradients,
     item_sums,
     row_chunks,
-    scores,
     upsample,
 )
 from fvis.attribution.integrated import generator, make_baselines, quadrature
@@ -146,33 +145,10 @@ class LayerGradientXActivation(Attribution):
         return _reduce(torch.cat(parts), reduce, size, layer)
 
 
-class _Replace:
-    """A forward hook that returns ``value`` instead of the output of one call of a module."""
-
-    def __init__(self, call: int, value: torch.Tensor):
-        self.call, self.value, self.seen = call, value, 0
-
-    def __call__(self, mod, inp, out):
-        i, self.seen = self.seen, self.seen + 1
-        if i == self.call:
-            if self.value.shape != out.shape:
-                raise ValueError(
-                    f"replacement of shape {tuple(self.value.shape)} for an "
-                    f"output of shape {tuple(out.shape)}"
-                )
-            return self.value.clone()  # downstream in-place ops must not touch the leaf
-        return None
-
-
 def forward_replacing(model, x, layer: str, value: torch.Tensor, objective):
     """The objective's value ``(B,)`` when the activation of ``layer`` is replaced by
     ``value`` (same shape), differentiable with respect to ``value``."""
-    hooks.trace(model, x).shape(layer)  # validates the name (reused modules, typos)
-    base, call = hooks.parse(layer)
-    hook = _Replace(call or 0, value)
-    with hooks.hooks_on([(hooks.module_for(model, layer), hook)]):
-        s, _ = scores(model, x, objective)
-    return s
+    return objective(hooks.capture(model, x, objective.layers, replace={layer: value}))
 
 
 class LayerIntegratedGradients(Attribution):

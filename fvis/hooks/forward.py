@@ -9,7 +9,7 @@ pass with every torch operation routed to a :class:`~fvis.hooks.intercept.Policy
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,8 @@ def capture(
     *,
     stop: bool = True,
     retain_grads: bool = False,
+    replace: Mapping[str, Tensor] | None = None,
+    grad_masks: Mapping[str, Tensor] | None = None,
 ) -> Activations:
     """Forward ``x`` through ``model`` and return the activations named in ``names``.
 
@@ -57,14 +59,20 @@ def capture(
     a captured tensor that the network goes on using is cloned first, so later
     in-place ops (``ReLU(inplace=True)``) cannot change it. With ``retain_grads``,
     ``acts.grads[name]`` holds each activation's gradient after a backward pass.
+
+    ``replace={layer: value}`` sets activations (activation patching): the layer's output
+    is ``value`` (same shape; a copy, so the graph runs back to ``value``) and the forward
+    pass goes on from it. ``grad_masks={layer: mask}`` multiplies the gradient flowing
+    back through each named activation by ``mask`` (broadcast to its shape), e.g. to
+    keep one channel's share of a relevance or gradient (concept-conditional attribution).
     The model runs in eval mode, its modes restored after (:func:`fvis.hooks.guard`).
     """
     with guard(model):
-        return _capture(model, x, names, stop, retain_grads)
+        return _capture(model, x, names, stop, retain_grads, replace or {}, grad_masks or {})
 
 
-def _capture(model, x, names, stop, retain_grads) -> Activations:
-    names = list(dict.fromkeys(names))
+def _capture(model, x, names, stop, retain_grads, replace, grad_masks) -> Activations:
+    names = list(dict.fromkeys([*names, *grad_masks]))
     tr = trace(model, x)
     wanted: dict[str, dict[int, str]] = {}  # module -> {call: layer name}
     special = set()  # "input" / "output", when no module has that name
@@ -74,6 +82,12 @@ def _capture(model, x, names, stop, retain_grads) -> Activations:
             special.add(name)
         else:
             wanted.setdefault(module, {})[call] = name
+    patches: dict[str, dict[int, Tensor]] = {}  # module -> {call: replacement}
+    for name, value in replace.items():
+        module, call = locate(tr, name)
+        if module is None:
+            raise LayerError(f"replace sets inner layers; {name!r} is the model's {name}.")
+        patches.setdefault(module, {})[call] = value
     acts = Activations()
     acts.grads = {}
     acts.info = model_info(model)
@@ -85,22 +99,35 @@ def _capture(model, x, names, stop, retain_grads) -> Activations:
 
     def keep(name: str, t: torch.Tensor) -> None:
         acts[name] = t
+        if name in grad_masks and t.requires_grad:
+            t.register_hook(lambda g, m=grad_masks[name]: g * m)
         if retain_grads and t.requires_grad:
             t.register_hook(lambda g, name=name: acts.grads.__setitem__(name, g))
 
-    if retain_grads and INPUT in acts and x.requires_grad:
-        x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
+    if INPUT in acts and x.requires_grad:
+        if INPUT in grad_masks:
+            x.register_hook(lambda g: g * grad_masks[INPUT])
+        if retain_grads:
+            x.register_hook(lambda g: acts.grads.__setitem__(INPUT, g))
 
-    counters = dict.fromkeys(wanted, 0)
+    counters = dict.fromkeys({**wanted, **patches}, 0)
 
     def make_hook(module_name: str):
         def hook(mod, inp, out):
             nonlocal remaining
             call = counters[module_name]
             counters[module_name] += 1
-            layer = wanted[module_name].get(call)
+            value = patches.get(module_name, {}).get(call)
+            if value is not None:
+                if value.shape != out.shape:
+                    raise ValueError(
+                        f"replacement of shape {tuple(value.shape)} for an "
+                        f"output of shape {tuple(out.shape)}"
+                    )
+                out = value.clone()  # downstream in-place ops must not touch the given tensor
+            layer = wanted.get(module_name, {}).get(call)
             if layer is None:
-                return None
+                return out if value is not None else None
             remaining -= 1
             if can_stop and remaining == 0:
                 keep(layer, out)
@@ -110,7 +137,7 @@ def _capture(model, x, names, stop, retain_grads) -> Activations:
 
         return hook
 
-    with hooks_on((model.get_submodule(m), make_hook(m)) for m in wanted):
+    with hooks_on((model.get_submodule(m), make_hook(m)) for m in counters):
         try:
             out = model(x)
         except _Stop:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from fvis.hooks.handles import hookable, hooks_on
 from fvis.hooks.state import guard
@@ -71,12 +72,18 @@ class Trace:
 
     ``calls[name]`` is the list of output shapes (without batch), one per call of
     the module named ``name`` (``""`` is the model itself), in execution order.
+    ``feeds``: ``((module, call), (producer, call), uses)`` for each module call whose
+    first input is the very tensor another module call returned (the innermost module
+    that returned it), with ``uses`` the number of torch operations of the whole forward
+    pass that took that tensor (the canonizers fold a BatchNorm into the layer feeding it
+    only when the BatchNorm is its one use).
     """
 
     calls: dict[str, list[tuple[int, ...] | None]]
     types: dict[str, str]
     input_shape: tuple[int, ...]
     finished: tuple[tuple[str, int], ...] = ()  # (module, call) in the order calls end
+    feeds: tuple[tuple[tuple[str, int], tuple[str, int], int], ...] = ()
 
     def label(self, module: str, call: int) -> str:
         """The layer name of one call: ``module``, or ``module:call`` if it runs twice."""
@@ -171,18 +178,76 @@ def _trace(model: nn.Module, example, shape: tuple[int, ...]) -> Trace:
         types[name] = type(module).__name__
         calls.setdefault(name, [])
 
+    uses = _Uses()
+    feeds: list[tuple[tuple[str, int], tuple[str, int]]] = []
+
     def hook(name):
         def record(mod, inp, out):
             t = _first_tensor(out) if name else _main_output(out)
-            finished.append((name, len(calls[name])))
+            call = (name, len(calls[name]))
+            finished.append(call)
             calls[name].append(tuple(t.shape[1:]) if t is not None else None)
+            source = uses.producer(inp[0] if inp else None)
+            if source is not None:
+                feeds.append((call, source))
+            if t is not None:
+                uses.watch(t, call)
 
         return record
 
-    with hooks_on((m, hook(n)) for n, m in modules.items()), torch.no_grad():
+    with hooks_on((m, hook(n)) for n, m in modules.items()), torch.no_grad(), uses:
         model(x)
     calls = {n: s for n, s in calls.items() if s}
-    return Trace(calls=calls, types=types, input_shape=shape, finished=tuple(finished))
+    return Trace(
+        calls=calls,
+        types=types,
+        input_shape=shape,
+        finished=tuple(finished),
+        feeds=tuple((call, src, uses.count(src)) for call, src in feeds),
+    )
+
+
+class _Uses(TorchFunctionMode):
+    """Counts, for the tensors module calls return, the torch operations that produce a
+    tensor from them (thread-local, like every ``TorchFunctionMode``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.watched: dict[int, tuple[torch.Tensor, tuple[str, int]]] = {}  # id -> (t, call)
+        self.uses: dict[tuple[str, int], int] = {}
+
+    def watch(self, t: torch.Tensor, call: tuple[str, int]) -> None:
+        if self.producer(t) is None:  # the innermost module that returned it
+            self.watched[id(t)] = (t, call)  # holding t: its id cannot be reused
+
+    def producer(self, t) -> tuple[str, int] | None:
+        entry = self.watched.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    def count(self, call: tuple[str, int]) -> int:
+        return self.uses.get(call, 0)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) or (
+            isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor)
+        ):
+            for t in _flat((args, kwargs)):
+                call = self.producer(t)
+                if call is not None:
+                    self.uses[call] = self.uses.get(call, 0) + 1
+        return out
+
+
+def _flat(obj) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _flat(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _flat(o)
 
 
 def parse(name: str) -> tuple[str, int | None]:
