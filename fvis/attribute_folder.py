@@ -8,7 +8,10 @@ every method, ``batch`` images per forward pass. Written to ``out``:
 * ``attributions.npz``: ``files`` (N,), ``targets`` (N,), ``probabilities`` (N,) and,
   per method, its maps (N, H, W) float32 (channels summed) — the raw numbers.
 
+>>> from pathlib import Path
+>>> Path("photos").mkdir(); fvis.image.to_pil(image)[0].save("photos/digit.png")
 >>> attribute_folder(model, "photos/", "out/", ["saliency", "gradcam"], batch=16)
+PosixPath('out/attributions.npz')
 """
 
 from __future__ import annotations

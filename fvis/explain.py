@@ -5,8 +5,9 @@ top-``k`` channels of a hidden layer ranked by their attribution ``Σ_{y,x} A �
 (gradient × activation), each channel's spatial attribution map, and each channel's
 feature visualization — all channels rendered together in one batch.
 
->>> report = building_blocks(model, image, method="integrated_gradients", layer="conv3")
->>> report.save("report.png")          # or "report.html"
+>>> report = building_blocks(model, image, method="integrated_gradients", layer="conv3",
+...                          steps=8)
+>>> path = report.save("report.png")          # or "report.html"
 """
 
 from __future__ import annotations

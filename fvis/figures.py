@@ -7,7 +7,9 @@ when they are the last value of a cell.
 
 >>> fig = compare(model, x, ["saliency", "integrated_gradients", "gradcam"])
 >>> fig                       # in a notebook: the picture
->>> fig.save("methods.png"); fig.maps["gradcam"].shape      # (B, H, W)
+Comparison(...)
+>>> path = fig.save("methods.png"); fig.maps["gradcam"].shape      # (B, H, W)
+torch.Size([2, 28, 28])
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ gradient × activation ``⟨G, A⟩`` by at most ``‖G‖·‖A − SD‖``. Ea
 by the direction objective along ``D[g]`` (cosine-weighted, as in the article), all
 groups in one batch.
 
->>> groups = neuron_groups(model, image, layer="conv3", k=6)
->>> groups.save("groups.png")
+>>> groups = neuron_groups(model, image, layer="relu3", k=3, steps=8)  # NMF: after a ReLU
+>>> path = groups.save("groups.png")
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ positive red); unsigned maps (all ≥ 0) a sequential one (0 dark). Each map is 
 its own ``vmax``: by default the ``percentile``-th percentile of ``|map|`` (99.5, so a few
 extreme pixels do not wash the rest out), clipped beyond.
 
+>>> from fvis.attribution import GradCAM, IntegratedGradients
 >>> rgb = colorize(IntegratedGradients(model).attribute(x, 3))   # (B, 3, H, W) in [0, 1]
 >>> to_pil(overlay(image, GradCAM(model).attribute(x, 3, upsample=True)))[0].save("cam.png")
 """

@@ -1,7 +1,9 @@
 """The optimization loop: parameterization → image → transforms → model → objective → step.
 
 >>> model = fvis.load_model("fvis:mnist")
->>> result = fvis.render(model, objectives.class_logit(3), steps=256)
+>>> result = fvis.render(model, fvis.objectives.class_logit(3), steps=16, progress=False)
+>>> result.images.shape, result.history.shape      # (B, C, H, W) in [0, 1]; (steps, B)
+(torch.Size([1, 1, 28, 28]), torch.Size([16, 1]))
 >>> result.pil()[0].save("three.png")
 """
 

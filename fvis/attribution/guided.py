@@ -96,7 +96,8 @@ class _ModifiedGradient(Attribution):
 class Deconvnet(_ModifiedGradient):
     """Deconvnet: ReLU backward ``max(g, 0)``, ignoring the forward pass (module docstring).
 
-    >>> Deconvnet(model).attribute(x, target=3)   # (B, C, H, W)
+    >>> Deconvnet(model).attribute(x, target=3).shape   # like the input
+    torch.Size([2, 1, 28, 28])
     """
 
     guided = False
@@ -105,7 +106,8 @@ class Deconvnet(_ModifiedGradient):
 class GuidedBackprop(_ModifiedGradient):
     """Guided Backprop: ReLU backward ``1[z > 0]·max(g, 0)`` (module docstring).
 
-    >>> GuidedBackprop(model).attribute(x, target=3)   # (B, C, H, W)
+    >>> GuidedBackprop(model).attribute(x, target=3).shape   # like the input
+    torch.Size([2, 1, 28, 28])
     """
 
     guided = True

@@ -162,8 +162,10 @@ class LRP(Attribution):
     applied for the call (default: BatchNorm folding). The zᴮ rule's bounds default to the
     model's valid input range ``model.fvis_info.valid_range(x)``.
 
-    >>> LRP(model, EpsilonAlpha2Beta1()).attribute(x, target=3)   # (B, C, H, W)
-    >>> LRP(model, rule=Epsilon(0.25)).attribute(x)                # predicted class
+    >>> from fvis.attribution.composites import EpsilonAlpha2Beta1
+    >>> LRP(model, EpsilonAlpha2Beta1()).attribute(x, target=3).shape   # like the input
+    torch.Size([2, 1, 28, 28])
+    >>> r = LRP(model, rule=Epsilon(0.25)).attribute(x)                  # predicted class
     """
 
     method = "LRP"

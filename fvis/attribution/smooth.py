@@ -40,6 +40,7 @@ class SmoothGrad(Attribution):
     or ``SmoothGrad(GradCAM(m))`` any other method (its options pass through
     ``attribute``). Output: the wrapped method's output shape.
 
+    >>> from fvis.attribution import Saliency
     >>> sg = SmoothGrad(Saliency(model)).attribute(x, target=3, n=50, noise=0.15, generator=0)
     """
 

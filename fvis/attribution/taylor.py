@@ -45,7 +45,8 @@ class DeepTaylor(LRP):
     ``"zplus"``, ``"w2"`` or any :class:`~fvis.attribution.rules.Rule`. Refuses inputs
     outside a rule's domain (module docstring).
 
-    >>> DeepTaylor(model).attribute(x, target=3)   # (B, C, H, W), sums to ≈ logit 3
+    >>> DeepTaylor(model).attribute(x, target=3).shape   # like the input; sums to ≈ logit 3
+    torch.Size([2, 1, 28, 28])
     """
 
     method = "DeepTaylor"
@@ -119,8 +120,10 @@ def _grouped_scores(model, points: Tensor, objective, b: int) -> Tensor:
 class SimpleTaylor(Attribution):
     """``R = (x − x̃) ⊙ ∇t(p)`` (module docstring), ``(B, ...)`` like the input.
 
-    >>> SimpleTaylor(model).attribute(x, 3, root="blur", gradient_at="root")
+    >>> r = SimpleTaylor(model).attribute(x, 3, root="blur", gradient_at="root")
     >>> r, remainder = SimpleTaylor(model).attribute(x, 3, search=True, return_delta=True)
+    >>> r.shape, remainder.shape
+    (torch.Size([2, 1, 28, 28]), torch.Size([2]))
     """
 
     def attribute(self, inputs: Tensor, target=None, *, root="black", search: bool = False,

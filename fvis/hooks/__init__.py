@@ -24,8 +24,8 @@ Every function here installs hooks only on the modules it needs and removes them
 ``finally``, so no hook survives a call, also one that raised.
 
 >>> acts = capture(model, x, ["conv2", "fc1"])      # stops after fc1 runs
->>> acts["conv2"].shape
-torch.Size([1, 32, 14, 14])
+>>> acts["conv2"].shape, acts.output is None
+(torch.Size([2, 32, 28, 28]), True)
 """
 
 from fvis.hooks.calls import CallTracker

@@ -6,8 +6,13 @@ return ``{"out": (B, K, H, W)[, "aux": ...]}`` at the input's resolution. Attrib
 targets address the logits by key, ``target=("out", 15)`` (the class map's mean), or a
 region with :func:`fvis.objectives.class_region`, whose mask :func:`predicted_mask` makes.
 
->>> mask = predicted_mask(model, x, 15)                   # where the model sees class 15
->>> IntegratedGradients(model).attribute(x, O.class_region(15, mask))
+>>> from fvis.attribution import IntegratedGradients
+>>> seg = fvis.load_model("torchvision:lraspp_mobilenet_v3_large", weights=None)
+>>> x = torch.rand(1, 3, 64, 64)
+>>> k = int(seg(x)["out"][0, :, 32, 32].argmax())        # the class seen at the centre
+>>> mask = predicted_mask(seg, x, k)                      # where the model sees class k
+>>> IntegratedGradients(seg).attribute(x, O.class_region(k, mask), steps=4).shape
+torch.Size([1, 3, 64, 64])
 """
 
 from __future__ import annotations
