@@ -19,9 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 torch.set_num_threads(1)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_attr_sweep import build  # noqa: E402  (the sweep's models: randomized BatchNorm)
 
 MODELS = {
     "fvis:mnist": (1, 28, 28),
@@ -31,23 +33,6 @@ MODELS = {
     "googlenet": (3, 64, 64),
     "densenet121": (3, 64, 64),
 }
-
-
-def build(spec: str) -> nn.Module:
-    from fvis.models import load_model
-
-    torch.manual_seed(0)
-    if spec.startswith("fvis:"):
-        return load_model(spec)
-    model = load_model(f"torchvision:{spec}", weights=None)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
 
 
 def _attempt(fn):

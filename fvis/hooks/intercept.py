@@ -193,15 +193,16 @@ def is_activation(t) -> bool:
     return isinstance(t, Tensor) and t.requires_grad and not isinstance(t, nn.Parameter)
 
 
-def _tensors(obj) -> Iterator[Tensor]:
+def tensors_in(obj) -> Iterator[Tensor]:
+    """The tensors in ``obj``, also inside lists, tuples and dicts (any depth)."""
     if isinstance(obj, Tensor):
         yield obj
     elif isinstance(obj, (list, tuple)):
         for o in obj:
-            yield from _tensors(o)
+            yield from tensors_in(o)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from _tensors(o)
+            yield from tensors_in(o)
 
 
 def _detached(obj):
@@ -364,12 +365,12 @@ class Interceptor(TorchFunctionMode):
         )
 
     def _check_unknown(self, func, args, kwargs, out):
-        acts = [t for t in _tensors((args, kwargs)) if is_activation(t)]
+        acts = [t for t in tensors_in((args, kwargs)) if is_activation(t)]
         if not acts:
             return
         name = getattr(func, "__name__", "")
         writes = name.endswith("_") and not name.endswith("__")  # in place, no tensor out
-        if writes or any(t.requires_grad for t in _tensors(out)):
+        if writes or any(t.requires_grad for t in tensors_in(out)):
             self._refuse(self._op(func), "it has no rule for this operation")
 
     def _inplace(self, target: Tensor, result: Tensor) -> Tensor:
@@ -460,7 +461,7 @@ class Interceptor(TorchFunctionMode):
 
     def _sum(self, func, args, kwargs):
         sign, outofplace, inplace = _SUM[func]
-        if not any(is_activation(t) for t in _tensors((args, kwargs))):
+        if not any(is_activation(t) for t in tensors_in((args, kwargs))):
             return func(*args, **kwargs)
         kwargs = dict(kwargs)
         a, b = args[0], (args[1] if len(args) > 1 else kwargs.pop("other"))
@@ -537,7 +538,7 @@ class Interceptor(TorchFunctionMode):
         if any(is_activation(t) for t in _tensors(args)):
             self.policy.neutral(self._op(func), args, kwargs, out)
         if self.policy.track_bounds and isinstance(out, Tensor) and func in _BOUNDS_THROUGH:
-            tracked = [t for t in _tensors(args) if is_activation(t)]
+            tracked = [t for t in tensors_in(args) if is_activation(t)]
             if tracked and all(self.bounds_of(t) is not None for t in tracked):
                 lo = {id(t): self.bounds_of(t)[0] for t in tracked}
                 hi = {id(t): self.bounds_of(t)[1] for t in tracked}

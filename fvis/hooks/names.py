@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from fvis.hooks.handles import hookable, hooks_on
+from fvis.hooks.intercept import tensors_in
 from fvis.hooks.state import guard
 from fvis.models.info import info as model_info
 from fvis.outputs import select
@@ -232,22 +233,11 @@ class _Uses(TorchFunctionMode):
         if isinstance(out, torch.Tensor) or (
             isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor)
         ):
-            for t in _flat((args, kwargs)):
+            for t in tensors_in((args, kwargs)):
                 call = self.producer(t)
                 if call is not None:
                     self.uses[call] = self.uses.get(call, 0) + 1
         return out
-
-
-def _flat(obj) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _flat(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _flat(o)
 
 
 def parse(name: str) -> tuple[str, int | None]:
