@@ -99,9 +99,10 @@ def test_redirected_relu_gradient_rule():
     assert torch.equal(g, torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
 
 
-def test_render_on_explicit_cpu_device(mnist_model):
-    r = fvis.render(mnist_model, O.class_logit(1), steps=2, device="cpu", progress=False)
-    assert r.images.device.type == "cpu"
+def test_render_on_explicit_cpu_device_equals_the_default(mnist_model):
+    kw = {"steps": 2, "progress": False}
+    r = fvis.render(mnist_model, O.class_logit(1), device="cpu", **kw)
+    assert torch.equal(r.images, fvis.render(mnist_model, O.class_logit(1), **kw).images)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
