@@ -121,9 +121,12 @@ class SimpleTaylor(Attribution):
     """``R = (x − x̃) ⊙ ∇t(p)`` (module docstring), ``(B, ...)`` like the input.
 
     >>> r = SimpleTaylor(model).attribute(x, 3, root="blur", gradient_at="root")
-    >>> r, remainder = SimpleTaylor(model).attribute(x, 3, search=True, return_delta=True)
+    >>> r, remainder = SimpleTaylor(model).attribute(x, 3, return_delta=True)
     >>> r.shape, remainder.shape
     (torch.Size([2, 1, 28, 28]), torch.Size([2]))
+
+    ``search=True`` looks for a root on the segment to ``root`` (it must cross the class's
+    decision boundary, e.g. an image of another class).
     """
 
     def attribute(self, inputs: Tensor, target=None, *, root="black", search: bool = False,

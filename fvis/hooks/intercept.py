@@ -535,7 +535,7 @@ class Interceptor(TorchFunctionMode):
 
     def _neutral(self, func, args, kwargs):
         out = func(*args, **kwargs)
-        if any(is_activation(t) for t in _tensors(args)):
+        if any(is_activation(t) for t in tensors_in(args)):
             self.policy.neutral(self._op(func), args, kwargs, out)
         if self.policy.track_bounds and isinstance(out, Tensor) and func in _BOUNDS_THROUGH:
             tracked = [t for t in tensors_in(args) if is_activation(t)]
