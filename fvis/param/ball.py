@@ -11,8 +11,10 @@ Both are the Euclidean projections onto their balls. Beside the soft pull
 :func:`fvis.objectives.reference_l2`, which trades distance against the objective, the
 ball is a guarantee: every image the model sees and the result stay inside it.
 
->>> ball = Ball(digit, 0.1, "linf")                      # digit: (1, 28, 28) in [0, 1]
->>> r = fvis.render(model, O.class_log_prob(8), ball=ball, transforms=None)
+>>> ball = Ball(image[0], 0.1, "linf")                  # image[0]: (1, 28, 28) in [0, 1]
+>>> r = fvis.render(model, O.class_log_prob(8), ball=ball, transforms=None, steps=8)
+>>> bool(((r.images[0] - image[0]).abs() <= 0.1 + 1e-6).all())
+True
 """
 
 from __future__ import annotations
