@@ -19,5 +19,9 @@ lint:
 format:
 	@V="$(VENV)" && "$$V/bin/ruff" check --fix . && "$$V/bin/ruff" format .
 
+# make bench — every benchmark (python -m benchmarks): out/bench/bench.json and bench.md.
+# Lucent (torch-lucent) pins an old kornia, so it goes in without its dependencies; the
+# benchmark shims what it needs (benchmarks/lucent_compare.py).
 bench:
-	@V="$(VENV)" && "$$V/bin/python" benchmarks/render_speed.py && "$$V/bin/python" benchmarks/attribution.py
+	@V="$(VENV)" && "$$V/bin/pip" install -q --no-deps torch-lucent==0.1.8 \
+		&& "$$V/bin/python" -m benchmarks --out out/bench

@@ -183,6 +183,52 @@ def reference(model, steps: int, samples: int) -> dict[str, callable]:
     return out
 
 
+def agreement(ours, theirs) -> str:
+    """How far fvis's maps are from the other library's, relative to their largest value
+    (the random methods draw different noise: there the figure is not expected to be 0)."""
+    if isinstance(theirs, tuple):
+        theirs = theirs[0]
+    a, b = ours.detach().float(), theirs.detach().float()
+    if a.shape != b.shape:
+        try:
+            b = b.expand_as(a)
+        except RuntimeError:
+            return f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"
+    return f"max rel. diff {float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)):.1e}"
+
+
+def run(smoke: bool = False, pairs: int = 6) -> list[dict]:
+    """Rows for the suite (``python -m benchmarks``): every method on both models with
+    its captum/zennit ratio, and IG's peak memory with and without internal batching."""
+    from benchmarks.common import row
+
+    if smoke:
+        specs, batch, steps, samples, only = ["fvis:mnist"], 2, 4, 2, ("Saliency", "GradCAM")
+    else:
+        specs, batch, steps, samples, only = ["fvis:mnist", "torchvision:resnet18"], 8, 32, 16, None
+    out = []
+    for spec in specs:
+        for r in run_times(spec, batch, steps, samples, 1 if smoke else pairs, only):
+            ratio = r["ratio"] if isinstance(r["ratio"], float) else None
+            timing = dict(ratio=ratio, fvis_s=r["sec"] * batch, pairs=1 if smoke else pairs)
+            other = "captum/zennit" if ratio is not None else (r["ratio"] or r["error"] or "–")
+            settings = f"batch {batch} {r['settings']}".strip()
+            case = f"{spec}: {r['method']}"
+            out.append(row("attribution", case, other, timing, r.get("check", "–"), settings))
+    if not smoke:
+        for spec in specs:
+            mem = memory(spec, batch, 16, 16)
+            for key, label in (
+                ("all", "IG 8 × 16 steps, one pass"),
+                ("16", "IG 8 × 16 steps, 16 rows per pass"),
+            ):
+                m = mem[key]
+                added = m["peak_mib"] - m["before_mib"] if m["before_mib"] is not None else None
+                timing = dict(ratio=None, peak_mib=m["peak_mib"], added_mib=added, pairs=1)
+                out.append(row("memory", f"{spec}: {label}", "–", timing, "–"))
+    return out
+
+
 def timed(fn, x, t, repeats: int) -> float:
     """Best of ``repeats`` runs, in seconds (warm-up done by the caller)."""
     best = float("inf")
@@ -209,7 +255,9 @@ def paired(fn, ref, x, t, repeats: int) -> tuple[float, list[float]]:
     return best, ratios
 
 
-def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> list[dict]:
+def run_times(
+    spec: str, batch: int, steps: int, samples: int, repeats: int, only=None
+) -> list[dict]:
     torch.manual_seed(0)
     model, size = load(spec)
     x = torch.randn(batch, *size)
@@ -221,14 +269,16 @@ def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> 
     refs = reference(model, steps, samples)
     rows = []
     for name, (settings, fn) in methods(model, steps, samples).items():
-        ratio, err, sec = None, "", float("nan")
+        if only is not None and name not in only:
+            continue
+        ratio, err, sec, check = None, "", float("nan"), "–"
         try:
             fn(x, target)  # warm-up (traces, caches); fails fast on a documented refusal
         except Exception as e:  # a documented refusal (CAM on non-GAP nets) or a failure
             err = f"{type(e).__name__}: {str(e).splitlines()[0][:60]}"
         if not err and name in refs:
             try:
-                refs[name](x, target)  # its warm-up
+                check = agreement(fn(x, target), refs[name](x, target))  # also its warm-up
                 sec, ratios = paired(fn, refs[name], x, target, repeats)
                 ratio = statistics.median(ratios)
             except Exception as e:  # the other library fails on this model
@@ -237,7 +287,15 @@ def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> 
             sec = timed(fn, x, target, repeats)
         sec /= batch
         rows.append(
-            dict(model=spec, method=name, settings=settings, sec=sec, ratio=ratio, error=err)
+            dict(
+                model=spec,
+                method=name,
+                settings=settings,
+                sec=sec,
+                ratio=ratio,
+                error=err,
+                check=check,
+            )  # fmt: skip
         )
         print(
             f"  {spec:22s} {name:26s} {settings:18s} " + (err or f"{sec * 1000:10.2f} ms"),
@@ -248,7 +306,7 @@ def run_times(spec: str, batch: int, steps: int, samples: int, repeats: int) -> 
         sec, ratios = paired(ref, ref, x, target, repeats)
         rows.append(dict(model=spec, method="A/A: captum Saliency vs itself",
                          settings=f"pairs {min(ratios):.2f}–{max(ratios):.2f}", sec=sec / batch,
-                         ratio=statistics.median(ratios), error=""))  # fmt: skip
+                         ratio=statistics.median(ratios), error="", check="identical"))  # fmt: skip
     return rows
 
 

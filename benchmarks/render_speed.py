@@ -86,6 +86,34 @@ def transformed_sizes(steps: int) -> list[int]:
     return [tf(x, g).shape[-1] for _ in range(steps)]
 
 
+def run(smoke: bool = False, pairs: int = 5, device="cpu") -> list[dict]:
+    """Rows for the suite: fvis.render's time per step against the bare truncated
+    forward + backward (inception3a, batch 1 and 8, no transforms), in pairs."""
+    from benchmarks.common import paired, row
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    model = attach(model.eval().to(device), ModelInfo((3, 128, 128), name="googlenet"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    steps = 2 if smoke else 24
+    layer = "inception3a"
+    trunk = nn.Sequential(*[getattr(model, n) for n in CUT[layer]])
+    rows = []
+    for batch in (1,) if smoke else (1, 8):
+        sizes = [128] * steps
+        t = paired(
+            lambda b=batch: render_step_time(model, O.channel(layer, 7), b, steps, None, device),
+            lambda b=batch, s=sizes: bare_step_time(trunk, s, b, 7, device),
+            1 if smoke else pairs,
+        )
+        rows.append(row("engine", f"render step vs bare forward+backward, googlenet {layer}, "
+                        f"batch {batch}, 128 px", "bare torch", t,
+                        "same network prefix and objective"))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None)

@@ -1,0 +1,81 @@
+"""Evaluation against Quantus: pixel flipping (selectivity) at equal settings.
+
+Quantus's ``RegionPerturbation`` removes one ``patch``² region per step (fill: each image's
+minimum, Quantus's "black") and runs one forward of the batch per step; fvis's
+:func:`fvis.quality.pixel_flipping` with ``steps`` = regions builds every step's input
+and scores them in large chunks under ``inference_mode`` on channels-last input.
+Both are first checked to record the same curve (Quantus stores ``f(x) − f(x_k)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+import fvis
+from benchmarks.common import paired, row
+from fvis.attribution import Saliency
+from fvis.quality import pixel_flipping
+
+
+def cases(smoke: bool):
+    """(name, model, x, y, patch, regions)."""
+    from fvis.data import mnist
+
+    m = fvis.load_model("fvis:mnist")
+    images, labels = mnist("test")
+    b = 2 if smoke else 8
+    x, y = m.fvis_info.normalize(images[:b]), labels[:b]
+    out = [(f"fvis:mnist, batch {b}, 4 px patches, 49 regions", m, x, y, 4, 4 if smoke else 49)]
+    if not smoke:
+        r = fvis.load_model("torchvision:resnet18", weights=None)
+        g = torch.Generator().manual_seed(0)
+        xr = torch.randn(4, 3, 224, 224, generator=g)
+        out.append(("resnet18 (random init) 224 px, batch 4, 16 px patches, 16 regions", r, xr,
+                    torch.arange(4), 16, 16))  # fmt: skip
+    return out
+
+
+def compare(model, x, y, patch: int, regions: int, pairs: int, device, aa: bool = False):
+    """Paired timing of fvis vs Quantus on one case, after checking their curves agree;
+    with ``aa`` also fvis against itself (the noise floor)."""
+    import quantus
+
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    maps = Saliency(model).attribute(x, y).detach()
+    n_cells = (x.shape[-1] // patch) ** 2
+    fill = x.flatten(1).min(1).values.view(-1, 1, 1, 1).expand_as(x)
+
+    def ours():
+        return pixel_flipping(model, x, maps, y, patch=patch, steps=regions,
+                              fraction=regions / n_cells, fill=fill)  # fmt: skip
+
+    metric = quantus.RegionPerturbation(patch_size=patch, order="morf",
+                                        regions_evaluation=regions, normalise=False,
+                                        disable_warnings=True)  # fmt: skip
+    xn, yn, an = x.cpu().numpy(), y.cpu().numpy(), maps.cpu().numpy()
+
+    def theirs():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(metric(model, xn, yn, a_batch=an, softmax=False,
+                                     device=str(device)))  # fmt: skip
+
+    a, q = ours(), theirs()
+    drop = (a.scores[:, :1] - a.scores[:, 1:]).numpy()
+    err = float(np.abs(drop - q).max() / max(1e-12, np.abs(q).max()))
+    check = f"same curves (max rel. diff {err:.1e})" if err < 1e-3 else f"DIFFER {err:.2e}"
+    timing = paired(ours, theirs, pairs, device)
+    return timing, check, paired(ours, ours, pairs, device) if aa else None
+
+
+def run(smoke: bool = False, pairs: int = 5, device="cpu") -> list[dict]:
+    rows = []
+    for i, (name, model, x, y, patch, regions) in enumerate(cases(smoke)):
+        t, check, aa = compare(model, x, y, patch, regions, 1 if smoke else pairs, device, i == 0)
+        rows.append(row("evaluation", f"pixel flipping: {name}", "quantus", t, check))
+        if aa is not None:  # the noise floor: fvis's call against itself
+            rows.append(row("evaluation", f"A/A: fvis vs itself, {name}", "fvis", aa, "identical"))
+    return rows

@@ -1,0 +1,22 @@
+"""The benchmark suite cannot rot: its smoke version (one pair, tiny sizes) runs here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_benchmark_suite_smoke(tmp_path):
+    pytest.importorskip("quantus")
+    from benchmarks.__main__ import main
+
+    assert main(["--smoke", "--only", "engine,attribution,evaluation", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["environment"]["threads"] >= 1 and data["environment"]["versions"]["torch"]
+    cases = {r["bench"]: r for r in data["rows"]}
+    assert set(cases) == {"engine", "attribution", "evaluation"}
+    pf = [r for r in data["rows"] if r["case"].startswith("pixel flipping")]
+    assert pf and all(r["check"].startswith("same curves") for r in pf)
+    assert all(r["ratio"] > 0 for r in data["rows"] if r["ratio"] is not None)
+    assert "| evaluation |" in (tmp_path / "bench.md").read_text()
