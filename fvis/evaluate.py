@@ -282,7 +282,7 @@ def line_chart(
     xs_all = [v for s in series for v in s[1]]
     ys_all = [v for s in series for v in s[2]]
     x0, x1 = min(xs_all), max(xs_all)
-    y0, y1 = min(ys_all + [0.0]), max(ys_all + [1.0])
+    y0, y1 = min(ys_all + [0.0]), max(ys_all)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     pw, ph = w - left - right, h - top - bottom - legend
 
