@@ -104,12 +104,12 @@ def attribute_folder(
 def main(args) -> int:
     """``fvis attribute`` (see ``fvis attribute --help``)."""
     from fvis.attribution import get
-    from fvis.cli import _load
+    from fvis.recipes import load_model
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         get(m)  # unknown names fail before any work, with the nearest names
-    model, _ = _load(args)
+    model = load_model(args.model, args.weights, args.device)
     target = None
     if args.target is not None:
         t = args.target.strip()

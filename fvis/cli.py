@@ -1,7 +1,8 @@
-"""The ``fvis`` command line: ``fvis render``, ``fvis layers``, ``fvis explain``,
-``fvis attribute``.
+"""The ``fvis`` command line: ``render``, ``layers``, ``explain``, ``attribute``, ``studio``.
 
-Run ``fvis COMMAND --help`` for the options of each command.
+Argument parsing only: each command turns its options into a recipe
+(:mod:`fvis.recipes`) and runs it, so a command gives the same picture as the same
+recipe from Python, the studio or the gallery. Run ``fvis COMMAND --help``.
 """
 
 from __future__ import annotations
@@ -11,26 +12,22 @@ import sys
 from pathlib import Path
 
 EPILOG_RENDER = """examples:
+  fvis render --model fvis:mnist --unit 'conv3[0-7]' -o out/conv3.png
+  fvis render --model fvis:mnist --unit 'class[*]' --tv 0.05 -o out/classes.png
   fvis render --model fvis:mnist --class all -o out/classes.png
   fvis render --model fvis:mnist --layer conv3 --channel 0-7 -o out/conv3.png
   fvis render --model fvis:mnist --layer fc1 --channel 5 --negative -o out/fc1_5_neg.png
   fvis render --model fvis:mnist --class 3 --prior generator:mnist -o out/three.png
   fvis render --model torchvision:googlenet --layer inception4a --channel 97 --size 224
-  fvis render --model fvis:mnist --class 8 --start digit.png --radius 0.1 --transforms none
 """
 
 
 def _int_list(spec: str) -> list[int]:
-    """``"3"``, ``"0,2,5"``, ``"0-7"`` or combinations → list of ints."""
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
-    return out
+    """``"32,128"`` → ``[32, 128]`` (``--thresholds``)."""
+    try:
+        return [int(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--thresholds takes step numbers such as 32,128, not {spec!r}") from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -55,198 +52,117 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from fvis.models import default_device, load_model
+    from fvis.recipes import load_model
 
-    device = args.device or default_device()
-    weights = None if str(args.weights).lower() == "none" else args.weights
-    return load_model(args.model, weights=weights, device=device), device
+    return load_model(args.model, args.weights, args.device)
 
 
-def _objectives(args, model):
-    """One objective per batch item from the unit options, and the class index of each
-    item (``None`` unless ``--class``)."""
-    from fvis import objectives as O
-    from fvis.models import info
-
+def _unit_specs(args) -> list[str]:
+    """The unit specs (:mod:`fvis.recipes.units`) the unit options name."""
+    given = [args.unit is not None, args.class_ is not None, args.layer is not None]
+    if sum(given) > 1:
+        raise ValueError("give one of --unit, --class or --layer")
+    sign = "-" if args.negative else ""
+    if args.unit is not None:
+        if args.channel is not None or args.neuron or args.deepdream:
+            raise ValueError("--unit says everything; drop --channel/--neuron/--deepdream")
+        specs = args.unit.split()
+        return [sign + s for s in specs] if sign else specs
     if args.class_ is not None:
-        if args.layer:
-            raise SystemExit("fvis render: give either --class or --layer, not both")
-        meta = info(model)
-        if args.class_ == "all":
-            if not meta.labels:
-                raise SystemExit("fvis render: --class all needs a model with labels")
-            labels = list(range(len(meta.labels)))
-        else:
-            labels = [
-                int(c) if c.strip().lstrip("-").isdigit() else c.strip()
-                for c in args.class_.split(",")
-            ]
-            labels = [meta.label_index(c) for c in labels]
-        unit = O.class_log_prob if args.log_prob else O.class_logit
-        units = [unit(k) for k in labels]
-        classes = labels
-    elif args.layer:
-        classes = None
-        if args.deepdream:
-            units = [O.layer(args.layer)]
-        else:
-            if args.channel is None:
-                raise SystemExit("fvis render: --layer needs --channel (or --deepdream)")
-            make = (
-                (lambda k: O.neuron(args.layer, k, args.x, args.y))
-                if args.neuron
-                else (lambda k: O.channel(args.layer, k))
-            )
-            units = [make(k) for k in _int_list(args.channel)]
-    else:
-        raise SystemExit(
-            "fvis render: say what to visualize: --class K or --layer NAME "
+        classes = "*" if args.class_ == "all" else args.class_
+        return [f"{sign}class[{classes}]"]
+    if args.layer is None:
+        raise ValueError(
+            "say what to visualize: --unit 'conv3[5]', --class K or --layer NAME "
             "--channel K (see fvis render --help)"
         )
-    if args.negative:
-        units = [-u for u in units]
-    if args.batch > 1:
-        classes = classes and classes * args.batch
-        if len(units) != 1:
-            raise SystemExit(
-                "fvis render: --batch repeats one unit; it cannot be combined "
-                "with several channels or classes"
-            )
-        units = units * args.batch
-    return units, classes
+    if args.deepdream:
+        return [f"{sign}deepdream({args.layer})"]
+    if args.channel is None:
+        raise ValueError("--layer needs --channel (or --deepdream)")
+    where = ""
+    if args.neuron:
+        if (args.x is None) != (args.y is None):
+            raise ValueError("give both --x and --y (or neither, for the centre)")
+        where = "@center" if args.x is None else f"@({args.x},{args.y})"
+    elif args.x is not None or args.y is not None:
+        raise ValueError("--x/--y place a --neuron; add --neuron")
+    return [f"{sign}{args.layer}[{args.channel}]{where}"]
 
 
-def _penalties(args, objective):
-    from fvis import objectives as O
+def render_recipe(args):
+    """The :class:`fvis.recipes.RenderRecipe` the ``fvis render`` options describe."""
+    from fvis.recipes import RenderRecipe
 
-    for weight, pen in (
-        (args.tv, O.total_variation()),
-        (args.l1, O.l1(constant=0.5)),
-        (args.frequency, O.frequency()),
-        (args.blur, O.blur()),
-    ):
-        if weight:
-            objective = objective - weight * pen
-    return objective
-
-
-def _ball(args, meta, size):
-    """The hard ball of ``--start/--radius/--norm``, or None."""
-    if args.start is None:
-        if args.radius is not None:
-            raise SystemExit("fvis render: --radius bounds the distance from --start; give both")
-        return None
-    if args.radius is None:
-        raise SystemExit("fvis render: --start needs --radius (how far the image may move)")
-    from fvis.image import load_image
-    from fvis.param import Ball
-
-    return Ball(load_image(args.start, size=size, channels=meta.channels), args.radius, args.norm)
+    if args.recipe:
+        return RenderRecipe.from_json(Path(args.recipe).read_text())
+    return RenderRecipe(
+        units=tuple(_unit_specs(args)),
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        param=args.param,
+        decay_power=args.decay_power,
+        size=args.size,
+        prior=args.prior,
+        transforms=args.transforms,
+        redirected_relu=args.redirected_relu,
+        tv=args.tv,
+        l1=args.l1,
+        frequency=args.frequency,
+        blur=args.blur,
+        diversity=args.diversity,
+        diversity_layer=args.layer if args.diversity else None,
+        repeat=args.batch,
+    )
 
 
 def cmd_render(args) -> int:
     import torch
 
-    import fvis
-    from fvis import objectives as O
-    from fvis.image import grid
-    from fvis.io import save_image
+    from fvis.io import atomic_write_text
     from fvis.models import info
     from fvis.outputs import select
+    from fvis.recipes import save_render
     from fvis.transforms import fit
 
-    model, device = _load(args)
-    units, classes = _objectives(args, model)
-    objective = O.one_per_item(units)
-    if args.diversity:
-        layer = args.layer or _last_layer(model)
-        objective = objective + args.diversity * O.diversity(layer)
-    objective = _penalties(args, objective)
-    meta = info(model)
-    if args.size:
-        meta_size = (args.size, args.size)
-    else:
-        meta_size = tuple(meta.input_size[1:])
-    ball = _ball(args, meta, meta_size)
-    param = None
-    if args.prior and args.prior != "image":
-        if ball:
-            raise SystemExit("fvis render: --start works in image space; drop --prior")
-        from fvis.codespace import param_for
-
-        param = param_for(args.prior, model, batch=len(units), seed=args.seed)
-    else:
-        from fvis.param import for_input
-
-        param = (ball.start if ball else for_input)(
-            (meta.channels, *meta_size),
-            len(units),
-            kind=args.param,
-            decay_power=args.decay_power,
-            seed=args.seed,
-        )
-    result = fvis.render(
-        model,
-        objective,
-        param,
-        transforms=None if args.transforms == "none" else "standard",
-        steps=args.steps,
-        lr=args.lr,
-        seed=args.seed,
-        device=device,
-        redirected_relu_steps=args.redirected_relu,
-        progress=not args.quiet,
-        thresholds=_int_list(args.thresholds) if args.thresholds else (),
-        importance=args.importance,
-        ball=ball,
+    model = _load(args)
+    recipe = render_recipe(args)
+    units = recipe.unit_list(model)
+    thresholds = _int_list(args.thresholds) if args.thresholds else ()
+    result = recipe.run(
+        model, progress=not args.quiet, thresholds=thresholds, importance=args.importance
     )
-    out = Path(args.output)
-    scale = args.scale or max(1, 128 // max(result.images.shape[-2:]))
-    save_image(result.grid(ncol=args.ncol, scale=scale), out)
-    if result.importance is not None:
-        from fvis.heatmap import colorize
-
-        maps = colorize(result.importance, "inferno", signed=False, vmax=1.0)
-        save_image(
-            grid(maps, ncol=args.ncol, scale=scale),
-            out.with_name(f"{out.stem}_importance{out.suffix}"),
-        )
-    for step, snap in sorted(result.snapshots.items()):
-        save_image(
-            grid(snap, ncol=args.ncol, scale=scale),
-            out.with_name(f"{out.stem}_step{step}{out.suffix}"),
-        )
+    out = save_render(result, args.output, ncol=args.ncol, scale=args.scale)
+    if args.save_recipe:
+        atomic_write_text(recipe.to_json(), args.save_recipe)
+    meta = info(model)
     final = result.history[-1]
     probs = None
-    if classes is not None:
+    if any(u.kind == "class" for u in units):
         with torch.no_grad():
-            x = result.images.to(device)
+            from fvis.hooks import model_device
+
+            x = result.images.to(model_device(model))
             if meta.fixed_size:  # as render fed it: fitted to the model's one size
                 x = fit(x, tuple(meta.input_size[1:]))
             probs = select(model(meta.normalize(x))).softmax(1).cpu()
             if probs.dim() == 4:  # segmentation: the mean probability over the pixels
                 probs = probs.mean((2, 3))
     for i, u in enumerate(units):
-        line = f"  [{i}] {u.name}: objective {final[i]:.4g}"
-        if probs is not None:
-            k = classes[i]
+        line = f"  [{i}] {u}: objective {final[i]:.4g}"
+        if probs is not None and u.kind == "class":
+            k = meta.label_index(u.index)
             line += f", p(class {meta.labels[k] if meta.labels else k}) = {probs[i, k]:.4f}"
         print(line)
-    print(f"saved {out.resolve()}")
+    print(f"recipe {recipe.hash()[:12]}; saved {out.resolve()}")
     return 0
-
-
-def _last_layer(model) -> str:
-    from fvis.hooks import layers
-
-    names = [li.name for li in layers(model) if li.name not in ("input", "output")]
-    return names[-1]
 
 
 def cmd_layers(args) -> int:
     from fvis.hooks import layers
 
-    model, _ = _load(args)
+    model = _load(args)
     size = (model.fvis_info.channels, args.size, args.size) if args.size else None
     rows = layers(model, size)
     width = max(len(r.name) for r in rows)
@@ -259,13 +175,46 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def explain_recipe(args):
+    """The :class:`fvis.recipes.ExplainRecipe` the ``fvis explain`` options describe."""
+    from fvis.recipes import ExplainRecipe
+
+    target = args.target
+    if target is not None and target.strip().isdigit():
+        target = int(target)
+    return ExplainRecipe(
+        method=args.method,
+        layer=args.layer,
+        target=target,
+        top=args.top,
+        groups=args.groups,
+        steps=args.steps,
+        tv=args.tv,
+        seed=args.seed,
+    )
+
+
 def cmd_explain(args) -> int:
-    try:
-        from fvis.explain import main as explain_main
-    except ImportError:
-        print("fvis explain is not available in this build", file=sys.stderr)
-        return 2
-    return explain_main(args)
+    from fvis.recipes import input_image
+
+    recipe = explain_recipe(args)
+    if recipe.groups and Path(args.output).suffix.lower() in (".html", ".htm"):
+        raise ValueError("--groups writes a picture: give -o a .png (or .jpg/.webp) path")
+    model = _load(args)
+    image = input_image(model, args.image, args.digit)
+    report = recipe.run(model, image, progress=not args.quiet)
+    path = report.save(args.output)
+    if recipe.groups:
+        for g, sc in enumerate(report.scores):
+            top = report.directions[g].topk(min(3, report.directions.shape[1])).indices.tolist()
+            print(f"  group {g}: share {sc:+.4g}, strongest channels {top}")
+        print(f"class {report.label}; {report.layer} ≈ {recipe.groups} groups (relative error "
+              f"{report.error:.1%}); saved {path.resolve()}")  # fmt: skip
+        return 0
+    for c, s in zip(report.channels, report.channel_scores):
+        print(f"  {report.layer}[{c}]  attribution {s:+.4g}")
+    print(f"class {report.label} (p = {report.probability:.4f}); saved {path.resolve()}")
+    return 0
 
 
 def cmd_attribute(args) -> int:
@@ -274,7 +223,33 @@ def cmd_attribute(args) -> int:
     return attribute_main(args)
 
 
+def studio_app() -> Path:
+    """The studio's Streamlit app file, the one place its path is known. ``apps/`` ships
+    inside the package as ``fvis/apps`` (a link to the checkout's ``apps/``), so this is
+    the same file in a checkout, an editable install and an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "apps" / "studio.py", here.parent / "apps" / "studio.py"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError("the studio app (fvis/apps/studio.py) is missing; reinstall fvis")
+
+
+def cmd_studio(args) -> int:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "streamlit", "run", str(studio_app())]
+    if args.port:
+        cmd += ["--server.port", str(args.port)]
+    if args.headless:
+        cmd += ["--server.headless", "true"]
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fvis.param import KINDS
+    from fvis.recipes import ExplainRecipe, RenderRecipe
+
+    D, E = RenderRecipe(), ExplainRecipe()
     parser = argparse.ArgumentParser(
         prog="fvis", description="Feature visualization and attribution for PyTorch models."
     )
@@ -289,15 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(r)
     unit = r.add_argument_group("what to visualize (one image per unit, all in one batch)")
     unit.add_argument(
+        "--unit",
+        metavar="SPEC",
+        help="unit spec(s), space-separated: conv3[5], conv3[0-7], conv3[5]@(x,y) (neuron), "
+        "class[3], class[*], -conv3[5] (minimized; write --unit=-conv3[5]), conv3{3:1,7:-0.5} "
+        "(direction), "
+        "deepdream(conv3); layer1.0.relu:1[5] is channel 5 of a module's second call",
+    )
+    unit.add_argument(
         "--class",
         dest="class_",
         metavar="K",
         help="class logit(s): an index, a label name, a comma list, or 'all'",
-    )
-    unit.add_argument(
-        "--log-prob",
-        action="store_true",
-        help="with --class: maximize log p(class) (log-softmax) instead of the logit",
     )
     unit.add_argument("--layer", help="layer name (see fvis layers); with --channel")
     unit.add_argument(
@@ -318,17 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     unit.add_argument(
         "--batch",
         type=int,
-        default=1,
+        default=D.repeat,
         help="render one unit this many times (use with --diversity)",
     )
     unit.add_argument(
         "--diversity",
         type=float,
-        default=0.0,
+        default=D.diversity,
         help="weight of the batch diversity term on --layer (default 0)",
     )
     opt = r.add_argument_group("optimization")
-    opt.add_argument("--steps", type=int, default=512, help="optimizer steps (default 512)")
+    opt.add_argument(
+        "--recipe",
+        metavar="JSON",
+        help="render this saved recipe (the unit and optimization options are then ignored)",
+    )
+    opt.add_argument(
+        "--steps", type=int, default=D.steps, help="optimizer steps (default %(default)s)"
+    )
     opt.add_argument(
         "--lr",
         type=float,
@@ -336,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Adam learning rate (default: the parameterization's, 0.05 for fft/pixel, "
         "0.1 for maco, 0.001 for cppn)",
     )
-    opt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    opt.add_argument("--seed", type=int, default=D.seed, help="random seed (default %(default)s)")
     opt.add_argument(
         "--size",
         type=int,
@@ -345,49 +330,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument(
         "--param",
-        choices=("fft", "pixel", "maco", "cppn"),  # fvis.param.KINDS (torch-free import)
-        default="fft",
+        choices=KINDS,
+        default=D.param,
         help="image parameterization (default fft: 1/f spectrum, decorrelated colour; maco: "
         "natural-image magnitude, learned phase; cppn: a coordinate network; pixel)",
     )
     opt.add_argument(
-        "--decay-power", type=float, default=1.0, help="Fourier spectrum decay 1/f^p (default 1)"
+        "--decay-power",
+        type=float,
+        default=D.decay_power,
+        help="Fourier spectrum decay 1/f^p (default %(default)s)",
     )
     opt.add_argument(
         "--prior",
-        default="image",
+        default=D.prior,
         help="'image' (default) or generator:NAME to search a generator's code "
         "space (e.g. generator:mnist)",
     )
     opt.add_argument(
         "--transforms",
         choices=("standard", "none"),
-        default="standard",
+        default=D.transforms,
         help="random transforms each step (default: Lucid's standard recipe)",
     )
     opt.add_argument(
         "--redirected-relu",
         type=int,
-        default=16,
+        default=D.redirected_relu,
         metavar="STEPS",
-        help="use the redirected ReLU gradient for the first STEPS steps (default 16; 0 disables)",
-    )
-    start = r.add_argument_group(
-        "start image (adversarial examples, caricatures): the image starts at --start and "
-        "is projected after every step onto the ball of --radius around it"
-    )
-    start.add_argument("--start", metavar="IMAGE", help="image file to start from")
-    start.add_argument(
-        "--radius", type=float, default=None, help="largest distance from --start, in [0, 1] units"
-    )
-    start.add_argument(
-        "--norm", choices=("linf", "l2"), default="linf", help="distance (default: linf)"
+        help="use the redirected ReLU gradient for the first STEPS steps (default "
+        "%(default)s; 0 disables)",
     )
     pen = r.add_argument_group("penalties (weights; 0 disables)")
-    pen.add_argument("--tv", type=float, default=0.0, help="total variation")
-    pen.add_argument("--l1", type=float, default=0.0, help="L1 distance from grey")
-    pen.add_argument("--frequency", type=float, default=0.0, help="high-frequency energy")
-    pen.add_argument("--blur", type=float, default=0.0, help="pull towards a blurred copy")
+    pen.add_argument("--tv", type=float, default=D.tv, help="total variation")
+    pen.add_argument("--l1", type=float, default=D.l1, help="L1 distance from grey")
+    pen.add_argument("--frequency", type=float, default=D.frequency, help="high-frequency energy")
+    pen.add_argument("--blur", type=float, default=D.blur, help="pull towards a blurred copy")
     outg = r.add_argument_group("output")
     outg.add_argument(
         "-o",
@@ -411,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="enlarge each image this many times (default: to ≥128 px)",
     )
+    outg.add_argument("--save-recipe", metavar="JSON", help="also save the recipe as JSON")
     outg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_render)
 
@@ -433,18 +412,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="index of the held-out MNIST digit when no --image (default 0)",
     )
-    ex.add_argument("--method", default="integrated_gradients", help="attribution method")
+    ex.add_argument("--method", default=E.method, help="attribution method (default %(default)s)")
     ex.add_argument("--layer", default=None, help="hidden layer for the building blocks")
     ex.add_argument("--target", default=None, help="class to explain (default: predicted)")
-    ex.add_argument("--top", type=int, default=6, help="number of channels shown (default 6)")
+    ex.add_argument(
+        "--top", type=int, default=E.top, help="number of channels shown (default %(default)s)"
+    )
     ex.add_argument(
         "--groups",
         type=int,
-        default=0,
+        default=E.groups,
         help="show K neuron groups (NMF of the layer's activations) instead of single "
         "channels (PNG only)",
     )
-    ex.add_argument("--steps", type=int, default=256, help="steps of each channel render")
+    ex.add_argument(
+        "--steps",
+        type=int,
+        default=E.steps,
+        help="steps of each channel render (default %(default)s)",
+    )
+    ex.add_argument(
+        "--tv",
+        type=float,
+        default=E.tv,
+        help="total variation of the renders (default %(default)s)",
+    )
+    ex.add_argument("--seed", type=int, default=E.seed, help="seed of the renders")
     ex.add_argument("-o", "--output", default="fvis_explain.png", help="report PNG or HTML")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=cmd_explain)
@@ -476,16 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     at.set_defaults(func=cmd_attribute)
 
-    ev = sub.add_parser("evaluate", help="rank attribution methods by explanation quality")
-    _add_model_args(ev)
-    ev.add_argument("--methods", help="comma list of attribution methods (default: seven)")
-    ev.add_argument("--images", type=int, default=32, help="number of inputs (default 32)")
-    ev.add_argument("--dataset", help="folder of images (default: the bundled held-out digits)")
-    ev.add_argument("--patch", type=int, default=4, help="pixel-flipping cell size (default 4)")
-    ev.add_argument("--steps", type=int, default=20, help="pixel-flipping steps (default 20)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    ev.add_argument("-o", "--output", default="fvis_evaluation", help="report folder")
-    ev.set_defaults(func=lambda args: __import__("fvis.evaluate").evaluate.main(args))
+    st = sub.add_parser("studio", help="open the studio (a Streamlit app) in the browser")
+    st.add_argument("--port", type=int, default=None, help="server port (default streamlit's)")
+    st.add_argument("--headless", action="store_true", help="do not open a browser")
+    st.set_defaults(func=cmd_studio)
     return parser
 
 

@@ -29,7 +29,7 @@ from fvis.image import to_pil
 from fvis.io import atomic_write_text, save_image
 from fvis.models.info import info as model_info
 
-__all__ = ["BuildingBlocks", "building_blocks", "main"]
+__all__ = ["BuildingBlocks", "building_blocks"]
 
 
 @dataclass
@@ -138,6 +138,7 @@ def building_blocks(
     layer: str | None = None,
     top: int = 6,
     steps: int = 256,
+    tv: float = 0.05,
     seed: int = 0,
     progress: bool = False,
 ) -> BuildingBlocks:
@@ -145,7 +146,8 @@ def building_blocks(
 
     ``target``: class index or label (default: the predicted class). ``method``: the
     input attribution (any name of :func:`fvis.attribution.get`). ``layer``: default the
-    last convolutional layer. ``steps``: optimizer steps of the channel renders.
+    last convolutional layer. ``steps``, ``tv`` (total-variation weight), ``seed``: the
+    channel renders (:class:`fvis.recipes.ExplainRecipe` holds these settings as data).
     """
     import fvis
 
@@ -169,7 +171,7 @@ def building_blocks(
     units = [O.channel(layer, c) for c in channels]
     vis = fvis.render(
         model,
-        O.one_per_item(units) - 0.05 * O.total_variation(),
+        O.one_per_item(units) - tv * O.total_variation(),
         batch=len(units),
         steps=steps,
         seed=seed,
@@ -188,56 +190,3 @@ def building_blocks(
         channel_maps=maps.detach().cpu(),
         visualizations=vis.images,
     )
-
-
-def main(args) -> int:
-    """``fvis explain`` (see ``fvis explain --help``)."""
-    from fvis.cli import _load
-    from fvis.image import load_image
-
-    model, _ = _load(args)
-    meta = model_info(model)
-    if args.image:
-        img = load_image(args.image, size=tuple(meta.input_size[1:]), channels=meta.channels)
-    else:
-        from fvis.data import mnist
-
-        if meta.input_size != (1, 28, 28):
-            raise ValueError("give --image for a model that does not take MNIST digits")
-        img = mnist("test")[0][args.digit : args.digit + 1]
-    target = (
-        None
-        if args.target is None
-        else (int(args.target) if args.target.isdigit() else args.target)
-    )
-    torch.manual_seed(0)
-    if args.groups:
-        from fvis.groups import neuron_groups
-
-        if Path(args.output).suffix.lower() in (".html", ".htm"):
-            raise ValueError("--groups writes a picture: give -o a .png (or .jpg/.webp) path")
-
-        groups = neuron_groups(model, img, target, layer=args.layer, k=args.groups,
-                               steps=args.steps, progress=not args.quiet)  # fmt: skip
-        path = groups.save(args.output)
-        for g, sc in enumerate(groups.scores):
-            top = groups.directions[g].topk(min(3, groups.directions.shape[1])).indices.tolist()
-            print(f"  group {g}: share {sc:+.4g}, strongest channels {top}")
-        print(f"class {groups.label}; {groups.layer} ≈ {args.groups} groups (relative error "
-              f"{groups.error:.1%}); saved {path.resolve()}")  # fmt: skip
-        return 0
-    report = building_blocks(
-        model,
-        img,
-        target,
-        method=args.method,
-        layer=args.layer,
-        top=args.top,
-        steps=args.steps,
-        progress=not args.quiet,
-    )
-    path = report.save(args.output)
-    for c, s in zip(report.channels, report.channel_scores):
-        print(f"  {report.layer}:{c}  attribution {s:+.4g}")
-    print(f"class {report.label} (p = {report.probability:.4f}); saved {path.resolve()}")
-    return 0

@@ -388,22 +388,27 @@ def channel_interpolate(layer1: str, n1: int, layer2: str, n2: int) -> Objective
     return Objective(fn, [layer1, layer2], f"interpolate({layer1}:{n1} → {layer2}:{n2})")
 
 
-def diversity(layer: str) -> Objective:
+def diversity(layer: str, group: int | None = None) -> Objective:
     """Dissimilarity of each item from the rest of the batch (Olah et al. 2017):
     ``-mean_{j≠b} cos(G_b, G_j)`` with ``G`` the flattened channel Gram matrix of the
-    layer. Add it with a weight to a batch of the same unit to get varied images."""
+    layer. Add it with a weight to a batch of the same unit to get varied images.
+    ``group=g``: items are compared only within consecutive groups of ``g`` (several
+    units' diversity sets in one batch)."""
 
     def fn(a):
         t = _act(a, layer)
         b = t.shape[0]
-        if b < 2:
+        g = b if group is None else group
+        if b % g:
+            raise ValueError(f"diversity groups of {g} do not divide a batch of {b}")
+        if g < 2:
             return t.new_zeros(b)
         f = t.flatten(2) if t.dim() > 2 else t.unsqueeze(2)
-        gram = torch.bmm(f, f.transpose(1, 2)).flatten(1)
-        gram = F.normalize(gram, dim=1)
-        sim = gram @ gram.T
-        off = sim.sum(1) - sim.diagonal()
-        return -off / (b - 1)
+        gram = F.normalize(torch.bmm(f, f.transpose(1, 2)).flatten(1), dim=1)
+        gram = gram.view(b // g, g, -1)
+        sim = gram @ gram.transpose(1, 2)
+        off = sim.sum(2) - sim.diagonal(dim1=1, dim2=2)
+        return (-off / (g - 1)).reshape(b)
 
     return Objective(fn, [layer], f"diversity({layer})")
 

@@ -15,6 +15,11 @@ import torch
 
 from fvis import hooks
 
+# How many first steps of a render use it, everywhere (render, recipes, CLI, gallery,
+# studio). Lucid overrides the ReLU gradient for the whole render; the redirected
+# gradient only acts while an item's ReLU gradient is all zero, i.e. at the start.
+REDIRECTED_RELU_STEPS = 16
+
 
 class _RedirectedReLU(torch.autograd.Function):
     @staticmethod

@@ -23,7 +23,7 @@ from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
 from fvis.param import DEFAULT_LR, Ball, for_input
 from fvis.progress import Progress
-from fvis.redirect import redirected_relu
+from fvis.redirect import REDIRECTED_RELU_STEPS, redirected_relu
 
 __all__ = ["RenderResult", "render"]
 
@@ -99,7 +99,7 @@ def render(
     batch: int = 1,
     thresholds: Sequence[int] = (),
     size="auto",
-    redirected_relu_steps: int = 0,
+    redirected_relu_steps: int = REDIRECTED_RELU_STEPS,
     device=None,
     progress: bool = True,
     importance: bool = False,
@@ -119,7 +119,8 @@ def render(
     callable ``params -> optimizer``; ``lr`` defaults to the parameterization's ``lr``
     attribute (0.05 for pixel/Fourier, 0.1 for MACO, 0.001 for CPPN), else 0.05.
     ``redirected_relu_steps``: use Lucid's redirected-ReLU gradient for this many first
-    steps. ``device``: defaults to the model's (the model is moved if another is given).
+    steps (default 16, :data:`fvis.redirect.REDIRECTED_RELU_STEPS`; 0 disables).
+    ``device``: defaults to the model's (the model is moved if another is given).
     Same seed, same device → same images, bit for bit. ``importance``: also accumulate
     the gradient magnitude at the image (:class:`RenderResult`). ``callback(step, images,
     values)``, if given, runs after each step with the images that step scored

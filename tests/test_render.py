@@ -82,7 +82,7 @@ def test_redirected_relu_lets_a_dead_unit_recover():
         net[0].bias.fill_(-5.0)
     fvis.models.attach(net, fvis.models.ModelInfo((1, 4, 4)))
     kw = dict(transforms=None, steps=3, progress=False, lr=0.1)
-    plain = fvis.render(net, O.channel("1", 0), **kw)
+    plain = fvis.render(net, O.channel("1", 0), redirected_relu_steps=0, **kw)
     redirected = fvis.render(net, O.channel("1", 0), redirected_relu_steps=3, **kw)
     start = fvis.param.image(4, channels=1)()
     assert torch.equal(plain.images, start.detach())
