@@ -1,4 +1,5 @@
-"""The ``fvis`` command line: ``render``, ``layers``, ``explain``, ``attribute``, ``studio``.
+"""The ``fvis`` command line: ``render``, ``layers``, ``explain``, ``attribute``,
+``gallery``, ``studio``.
 
 Argument parsing only: each command turns its options into a recipe
 (:mod:`fvis.recipes`) and runs it, so a command gives the same picture as the same
@@ -221,6 +222,12 @@ def cmd_attribute(args) -> int:
     from fvis.attribute_folder import main as attribute_main
 
     return attribute_main(args)
+
+
+def cmd_gallery(args) -> int:
+    from fvis.gallery import run
+
+    return run(args)
 
 
 def studio_app() -> Path:
@@ -468,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     at.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     at.set_defaults(func=cmd_attribute)
+
+    from fvis.gallery.options import add_arguments as gallery_arguments
+
+    g = sub.add_parser(
+        "gallery", help="every unit of chosen layers as a static site (resumable; --ray)"
+    )
+    gallery_arguments(g)
+    g.set_defaults(func=cmd_gallery)
 
     st = sub.add_parser("studio", help="open the studio (a Streamlit app) in the browser")
     st.add_argument("--port", type=int, default=None, help="server port (default streamlit's)")

@@ -83,7 +83,7 @@ def test_layers_command(capsys):
 
 
 def test_studio_command_runs_streamlit_on_the_packaged_app(monkeypatch):
-    assert studio_app() == ROOT / "apps" / "studio.py"
+    assert studio_app().resolve() == ROOT / "apps" / "studio.py"
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["studio", "--port", "8599", "--headless"]) == 0
