@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from fvis.cli import main
-from fvis.gallery import SCHEMA_PATH
+from fvis.gallery import SCHEMA_PATH, read
 from fvis.gallery.build import pinned_threads
 from fvis.recipes import RenderRecipe
 
@@ -96,6 +96,7 @@ def test_manifest_validates_and_the_site_links_every_unit(reference):
         assert link in page
     assert 'loading="lazy"' in (root / "output" / "page-1.html").read_text()
     assert (root.parent / "index.html").read_text().count("page-1.html") == 2
+    assert read(root.parent) == (root, manifest) == read(root)
 
 
 def test_same_recipe_same_image_from_gallery_api_and_cli(reference, tmp_path):
@@ -218,6 +219,16 @@ def test_python_module_with_html_labels_and_a_code_space_prior(tmp_path):
     pages = [p.read_text() for p in root.rglob("*.html")]
     assert any("&lt;i&gt;x&lt;/i&gt;" in p for p in pages) and any("b&amp;c" in p for p in pages)
     assert not any("<i>x</i>" in p for p in pages)
+
+
+def test_gallery_recipe_round_trip():
+    from fvis.gallery import GalleryRecipe
+
+    recipe = GalleryRecipe(render=RenderRecipe(steps=7, tv=0.05), batch=3, rank="mean")
+    assert GalleryRecipe.from_json(recipe.to_json()) == recipe
+    assert GalleryRecipe.from_dict(recipe.to_dict()).hash() == recipe.hash()
+    with pytest.raises(ValueError, match="rank must be 'max' or 'mean'"):
+        GalleryRecipe(rank="median")
 
 
 def test_all_layers_are_every_layer_but_the_input(mnist_model):

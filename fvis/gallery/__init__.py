@@ -14,11 +14,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from fvis.gallery import build as build_module
 from fvis.gallery.build import GalleryRecipe, build, plan
 
-__all__ = ["GalleryRecipe", "build", "plan", "run", "SCHEMA_PATH"]
+__all__ = ["GalleryRecipe", "build", "plan", "run", "read", "SCHEMA_PATH"]
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+
+
+def read(path) -> tuple[Path, dict]:
+    """``(folder, manifest)`` of the gallery at ``path``: a gallery folder (``OUT/KEY``)
+    or an output folder (``OUT``; its most recently written gallery). For the studio and
+    other readers; image paths in the manifest are relative to ``folder``."""
+    import json
+
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        found = sorted(path.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(
+                f"no gallery in {path} (no manifest.json); build one: fvis gallery"
+            )
+        path = found[-1].parent
+    manifest = json.loads((path / "manifest.json").read_text())
+    if manifest.get("schema") != build_module.SCHEMA:
+        raise ValueError(
+            f"{path}/manifest.json is {manifest.get('schema')!r}, not {build_module.SCHEMA!r}"
+        )
+    return path, manifest
 
 
 def run(args) -> int:

@@ -38,6 +38,7 @@ from fvis.recipes.recipe import FORMAT, Recipe, _diversity_layer
 __all__ = ["GalleryRecipe", "build", "gallery_key", "plan"]
 
 SCHEMA = "fvis-gallery/1"
+LOCK = ".fvis-gallery.lock"  # in the output folder, while the manifest and pages are written
 
 
 @dataclass(frozen=True)
@@ -495,7 +496,7 @@ def build(
             f"{len(record['units'])} unit(s)",
             file=log,
         )
-    with folder_lock(Path(out) / ".lock"):
+    with folder_lock(Path(out) / LOCK):
         manifest = assemble(root, units, batches, key, recipe, model_record, env, module)
         site.write(Path(out), root, manifest)
     return root

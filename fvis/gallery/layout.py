@@ -1,6 +1,7 @@
 """Where a gallery keeps everything: one folder, one self-contained site per key.
 
     OUT/
+      .fvis-gallery.lock              held while a process writes manifests and pages
       index.html                      the galleries in this folder (one per key)
       galleries.json                  {key: {model, recipe, build}} for each of them
       KEY/                            one gallery: model weights + recipe + build environment

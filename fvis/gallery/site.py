@@ -130,21 +130,28 @@ def _figure(src: str, caption: str, cls: str = "big") -> str:
 def _unit_page(root, manifest, layer, u, prev, nxt, page) -> None:
     images = {k: v.split("/", 1)[1] for k, v in u["images"].items()}
     obj = u["objective"]
-    parts = [_figure(images["positive"], f"maximized: {obj['positive']:.4g}")]
+    spec = u["unit"]
+    parts = [_figure(images["positive"], f"maximized: objective {obj['positive']:.4g}")]
     if "negative" in images:
-        parts.append(_figure(images["negative"], f"minimized: {obj['negative']:.4g}"))
+        caption = f"minimized: objective of -{spec} {obj['negative']:.4g}"
+        parts.append(_figure(images["negative"], caption))
     if "codespace" in images:
-        parts.append(_figure(images["codespace"], f"code space: {obj['codespace']:.4g}"))
+        caption = f"in the generator's code space: {obj['codespace']:.4g}"
+        parts.append(_figure(images["codespace"], caption))
     sections = [f"<section>{''.join(parts)}</section>"]
     if "diversity" in images:
         values = ", ".join(f"{v:.3g}" for v in obj["diversity"])
-        sections.append(f"<h2>Diversity</h2>{_figure(images['diversity'], values, 'strip')}")
+        caption = f"objective with the diversity term: {values}"
+        sections.append(f"<h2>Diversity</h2>{_figure(images['diversity'], caption, 'strip')}")
     if "examples" in u:
         for side, title in (
             ("top", "Dataset examples that excite it most"),
             ("bottom", "… and least"),
         ):
-            values = ", ".join(f"#{e['index']}: {e['value']:.3g}" for e in u["examples"][side])
+            rank = manifest["recipe"]["rank"]
+            values = f"{rank} activation: " + ", ".join(
+                f"#{e['index']}: {e['value']:.3g}" for e in u["examples"][side]
+            )
             sections.append(
                 f"<h2>{title}</h2>{_figure(images[side], values, 'strip')}<br>"
                 f"{_figure(images[side + '_maps'], 'where the unit fires', 'strip')}"

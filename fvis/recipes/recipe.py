@@ -98,7 +98,10 @@ class Recipe:
 
 
 def _coerce(name: str, value, default):
-    """JSON values back to the field's type (lists → tuples, ints → floats)."""
+    """JSON values back to the field's type (lists → tuples, ints → floats, dicts →
+    nested recipes)."""
+    if isinstance(default, Recipe) and isinstance(value, dict):
+        return type(default).from_dict(value)
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise ValueError(f"recipe field {name!r} must be a list, not {value!r}")
