@@ -11,7 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's fvis first
 
-from fvis.cli import main  # noqa: E402
+from fvis.cli import main as cli  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fvis gallery`` with these arguments (``sys.argv[1:]`` by default)."""
+    return cli(["gallery", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
-    sys.exit(main(["gallery", *sys.argv[1:]]))
+    sys.exit(main())

@@ -242,3 +242,16 @@ def test_all_layers_are_every_layer_but_the_input(mnist_model):
         ("conv1", 0, 4), ("conv1", 1, 4), ("conv1", 2, 4), ("conv1", 3, 4),
         ("fc1", 0, 4), ("fc1", 1, 1),
     ]  # fmt: skip
+
+
+def test_committed_gallery_is_complete_and_valid():
+    jsonschema = pytest.importorskip("jsonschema")
+    root, manifest = read(ROOT / "gallery" / "mnist")
+    jsonschema.validate(manifest, json.loads(SCHEMA_PATH.read_text()))
+    assert [(layer["name"], layer["done"]) for layer in manifest["layers"]] == [
+        ("conv1", 16), ("conv2", 32), ("conv3", 64), ("fc1", 128), ("output", 10)
+    ]  # fmt: skip
+    for u in manifest["units"]:
+        assert all((root / rel).is_file() for rel in u["images"].values()), u["unit"]
+        assert (root / u["images"]["positive"].rsplit("/", 1)[0]).with_suffix(".html").is_file()
+    assert "codespace" in manifest["units"][-1]["images"]

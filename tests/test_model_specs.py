@@ -262,7 +262,7 @@ def test_gallery_and_cli_take_the_new_specs(tmp_path, hf_folders, capsys):
     argv = ["--model", str(tmp_path / "vit.pt"), "--layers", "patch_embed.proj"]
     argv += ["--max-channels", "2", "--batch", "2", "--steps", "2", "--device", "cpu", "-q"]
     assert build.main([*argv, "-o", str(tmp_path / "site")]) == 0
-    assert len(list((tmp_path / "site").rglob("*.png"))) == 2
+    assert len(list((tmp_path / "site").rglob("positive.png"))) == 2
     folder, _ = hf_folders["resnet"]
     assert cli(["layers", "--model", f"hf:{folder}", "--size", "64"]) == 0
     assert "resnet.encoder.stages.1" in capsys.readouterr().out

@@ -458,6 +458,10 @@ def build(
     else:
         spec, module = None, model.to(device)
     meta = info(module)
+    if dataset is None and recipe.examples and tuple(meta.input_size) != (1, 28, 28):
+        print(f"no dataset for a {'×'.join(map(str, meta.input_size))} model: dataset "
+              "examples skipped (give one: --dataset FOLDER)", file=log)  # fmt: skip
+        recipe = recipe.replace(examples=0)
     dataset_name = _dataset_name(dataset)
     if dataset_name != recipe.dataset:
         recipe = recipe.replace(dataset=dataset_name)

@@ -27,7 +27,7 @@ background:#eee}
 .strip img{image-rendering:pixelated;height:96px;max-width:100%}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}
 figcaption{font-size:12px;color:#555}
-pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px;max-height:24em}
+pre{background:#f6f6f6;padding:.8em;font-size:12px;white-space:pre-wrap}
 .values{font-size:12px;color:#555}
 """
 
@@ -51,7 +51,8 @@ def _unit_title(u: dict) -> str:
 
 def write(out: Path, root: Path, manifest: dict) -> None:
     """Write the manifest, the pages of the gallery in ``root`` and the folder's index."""
-    atomic_write_text(json.dumps(manifest, sort_keys=True, indent=1), root / "manifest.json")
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    atomic_write_text(text, root / "manifest.json")
     atomic_write_text(CSS, root / "style.css")
     done = {u["unit"]: u for u in manifest["units"]}
     model = manifest["model"]["spec"]
@@ -156,12 +157,19 @@ def _unit_page(root, manifest, layer, u, prev, nxt, page) -> None:
                 f"<h2>{title}</h2>{_figure(images[side], values, 'strip')}<br>"
                 f"{_figure(images[side + '_maps'], 'where the unit fires', 'strip')}"
             )
-    recipes = {name: manifest["recipes"][r["recipe"]] for name, r in u["renders"].items()}
-    items = {name: r["items"] for name, r in u["renders"].items()}
-    sections.append(
-        f"<h2>Recipes</h2><p>seed {u['seed']}; batch items {escape(json.dumps(items))}</p>"
-        f"<pre>{escape(json.dumps(recipes, indent=1, sort_keys=True))}</pre>"
-    )
+    rows = []
+    for name, r in u["renders"].items():
+        recipe = manifest["recipes"][r["recipe"]]
+        own = {k: v for k, v in recipe.items() if k not in ("units", "seeds")}
+        own["units"] = [recipe["units"][i // recipe["repeat"]] for i in r["items"]]
+        own["seeds"] = [recipe["seeds"][i] for i in r["items"]]
+        rows.append(
+            f"<h3>{escape(name)}</h3><p>recipe {escape(r['recipe'][:12])}…: items "
+            f"{escape(str(r['items']))} of a batch of {len(recipe['units'])} (the whole "
+            f'recipe is in <a href="../manifest.json">manifest.json</a>)</p>'
+            f"<pre>{escape(json.dumps(own, sort_keys=True))}</pre>"
+        )
+    sections.append(f"<h2>Recipes</h2>{''.join(rows)}")
     nav = [f'<a href="page-{page}.html">{escape(layer["name"])}</a>']
     for link, text in ((prev, "← previous"), (nxt, "next →")):
         if link is not None:
