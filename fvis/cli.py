@@ -478,6 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fvis.gallery.options import add_arguments as gallery_arguments
 
+    ev = sub.add_parser("evaluate", help="rank attribution methods by explanation quality")
+    _add_model_args(ev)
+    ev.add_argument("--methods", help="comma list of attribution methods (default: seven)")
+    ev.add_argument("--images", type=int, default=32, help="number of inputs (default 32)")
+    ev.add_argument("--dataset", help="folder of images (default: the bundled held-out digits)")
+    ev.add_argument("--patch", type=int, default=4, help="pixel-flipping cell size (default 4)")
+    ev.add_argument("--steps", type=int, default=20, help="pixel-flipping steps (default 20)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    ev.add_argument("-o", "--output", default="fvis_evaluation", help="report folder")
+    ev.set_defaults(func=lambda args: __import__("fvis.evaluate").evaluate.main(args))
+
     g = sub.add_parser(
         "gallery", help="every unit of chosen layers as a static site (resumable; --ray)"
     )

@@ -9,7 +9,6 @@ from torch import nn
 
 import fvis
 from fvis import objectives as O
-from fvis.cli import main
 from fvis.models import ModelInfo, attach
 from fvis.param import Ball
 
@@ -111,23 +110,3 @@ def test_adversarial_example_on_the_bundled_model(mnist_model, mnist_digits):
     )
     assert ball.distance(r.images).item() <= 0.15 + 1e-6
     assert r.history[-1].item() > r.history[0].item()  # log p(label) went down
-
-
-def test_cli_start_radius_norm(tmp_path, mnist_digits):
-    from fvis.image import to_pil
-
-    images, labels = mnist_digits
-    start = tmp_path / "digit.png"
-    to_pil(images[:1])[0].save(start)
-    out = tmp_path / "adv.png"
-    argv = ["render", "--class", "8", "--log-prob", "--start", str(start), "--radius", "0.1",
-            "--norm", "l2", "--transforms", "none", "--param", "pixel", "--steps", "4",
-            "--scale", "1", "-q", "-o", str(out)]  # fmt: skip
-    assert main(argv) == 0
-    from fvis.image import load_image
-
-    got = load_image(out, channels=1)[..., 2:30, 2:30]  # the grid pads by 2 px
-    ref = load_image(start, channels=1)
-    assert 0.05 < (got - ref).norm().item() <= 0.1 + 28 / 255  # + 8-bit rounding of 784 px
-    with pytest.raises(SystemExit, match="--start needs --radius"):
-        main(argv[:6] + ["-o", str(out)])
