@@ -7,8 +7,9 @@ methods over the same held-out inputs and :meth:`Report.save` writes the report:
 (cascading-randomisation curves), ``report.md`` and ``report.html`` (the ranking table
 with the settings) and ``report.json`` (every number). Same seed, same report.
 
->>> report = evaluate(model, ["saliency", "integrated_gradients"], images, labels)
->>> report.save("out/evaluation")
+>>> report = evaluate(model, ["saliency", "gradient"], image, steps=4, max_shift=1, samples=2)
+>>> report.save("out/evaluation")   # report.md, report.html, report.json and the plots
+PosixPath('out/evaluation')
 """
 
 from __future__ import annotations
