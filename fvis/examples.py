@@ -11,7 +11,8 @@ ranked by (:func:`ranking_objective`; for ``"max"``: where the hottest position 
 summed over colour channels, (H, W) per input.
 
 >>> ex = dataset_examples(model, None, ["conv3[5]", "fc1[2]"], k=8)   # held-out digits
->>> ex[0].top_index, ex[0].top_value, ex[0].top_maps.shape           # (8,), (8,), (8, 28, 28)
+>>> ex[0].top_index.shape, ex[0].top_value.shape, ex[0].top_maps.shape
+(torch.Size([8]), torch.Size([8]), torch.Size([8, 28, 28]))
 
 Datasets: ``None`` (the bundled held-out MNIST digits), a tensor (N, C, H, W) in
 [0, 1], a folder of images in torchvision's ``ImageFolder`` layout (resized to the

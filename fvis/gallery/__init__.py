@@ -6,7 +6,8 @@ site is plain HTML (:mod:`fvis.gallery.site`). ``gallery/build.py`` in a checkou
 runs the same builder.
 
 >>> from fvis.gallery import GalleryRecipe, build
->>> folder = build("fvis:mnist", "site", ["conv3", "output"], GalleryRecipe(batch=32))
+>>> recipe = GalleryRecipe(batch=32)   # a whole gallery takes minutes: tests/test_gallery.py
+>>> folder = build("fvis:mnist", "site", ["conv3", "output"], recipe)  # doctest: +SKIP
 """
 
 from __future__ import annotations
