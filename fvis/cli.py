@@ -121,12 +121,13 @@ def render_recipe(args):
 def cmd_render(args) -> int:
     import torch
 
-    from fvis.io import atomic_write_text
+    from fvis.io import atomic_write_text, check_output
     from fvis.models import info
     from fvis.outputs import select
     from fvis.recipes import save_render
     from fvis.transforms import fit
 
+    check_output(args.output)  # before any work
     model = _load(args)
     recipe = render_recipe(args)
     units = recipe.unit_list(model)
@@ -503,14 +504,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from fvis.hooks import LayerError
+    """Run one command. A user error (:func:`fvis.errors.user_errors`) prints one line
+    and exits with status 2, ``--debug`` (anywhere) adds the traceback; Ctrl-C gives 130."""
+    from fvis.errors import run_cli
 
-    try:
-        return args.func(args)
-    except (LayerError, ValueError, IndexError, FileNotFoundError, ImportError) as e:
-        print(f"fvis {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
+    return run_cli(f"fvis {args.command}", lambda: args.func(args), debug=debug)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import torch
@@ -25,11 +26,14 @@ from fvis import objectives as O
 from fvis.attribution import get as get_method
 from fvis.attribution.base import upsample
 from fvis.attribution.layer import LayerGradientXActivation, conv_layer, top_channels
+from fvis.errors import check_int
 from fvis.image import to_pil
-from fvis.io import atomic_write_text, save_image
+from fvis.io import IMAGE_FORMATS, atomic_write_text, check_output, save_image
 from fvis.models.info import info as model_info
 
 __all__ = ["BuildingBlocks", "building_blocks"]
+
+REPORT_FORMATS = {**IMAGE_FORMATS, ".html": "HTML", ".htm": "HTML"}
 
 
 @dataclass
@@ -101,14 +105,15 @@ class BuildingBlocks:
             return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
         figs = "".join(
-            f'<figure><img src="{uri(t)}"><figcaption>{c}</figcaption></figure>'
+            f'<figure><img src="{uri(t)}"><figcaption>{escape(c)}</figcaption></figure>'
             for c, t in self.tiles()
         )
         return (
             f"<!doctype html><meta charset='utf-8'><title>fvis explain</title>"
             f"<style>figure{{display:inline-block;margin:6px;font:12px sans-serif}}"
             f"img{{image-rendering:pixelated}}</style>"
-            f"<h1>Building blocks: layer {self.layer}, class {self.label}</h1>{figs}"
+            f"<h1>Building blocks: layer {escape(self.layer)}, class {escape(self.label)}</h1>"
+            f"{figs}"
         )
 
     def _repr_png_(self) -> bytes:  # notebooks show the report inline
@@ -121,7 +126,7 @@ class BuildingBlocks:
 
     def save(self, path) -> Path:
         """Write the report as PNG (or HTML for a ``.html`` path), atomically."""
-        path = Path(path)
+        path = check_output(path, REPORT_FORMATS)
         if path.suffix.lower() in (".html", ".htm"):
             atomic_write_text(self.html(), path)
         else:
@@ -151,6 +156,8 @@ def building_blocks(
     """
     import fvis
 
+    check_int("top (channels to show)", top)
+    check_int("steps", steps)
     meta = model_info(model)
     img = image if image.dim() == 4 else image.unsqueeze(0)
     device = fvis.hooks.model_device(model)
@@ -158,6 +165,8 @@ def building_blocks(
     with torch.no_grad():
         probs = model(x).softmax(1)[0]
     k = int(probs.argmax()) if target is None else meta.label_index(target)
+    if not 0 <= k < probs.numel():
+        raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")
     label = meta.labels[k] if meta.labels else str(k)
     layer = layer or conv_layer(model, x)
     attr = get_method(method)(model).attribute(x, k)

@@ -56,8 +56,11 @@ def grid(
 def load_image(path, size: tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
     """Read an image file as (1, C, H, W) in [0, 1], converted to ``channels`` (1 or 3)
     and resized to ``size`` (H, W) when given."""
-    img = Image.open(path)
-    img = img.convert("L" if channels == 1 else "RGB")
+    try:
+        img = Image.open(path)
+        img = img.convert("L" if channels == 1 else "RGB")
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as e:
+        raise ValueError(f"{path} is not an image fvis can read ({e})") from None
     if size is not None:
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0

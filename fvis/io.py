@@ -53,11 +53,62 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     atomic_write_bytes(text.encode("utf-8"), path)
 
 
-def save_image(image, path: str | os.PathLike) -> None:
-    """Save a PIL image atomically; the format follows the suffix of ``path``."""
+# Pillow's format for each image suffix fvis writes (one format per suffix, no guessing)
+IMAGE_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+    ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF",
+}  # fmt: skip
+
+
+def check_output(path: str | os.PathLike, suffixes=IMAGE_FORMATS) -> Path:
+    """``path`` if a file of that name can be written there, refused otherwise, before any
+    work: an unknown suffix (``ValueError`` listing the known ones), an existing folder
+    (``IsADirectoryError``), a parent that is a file (``NotADirectoryError``) or a folder
+    where no file can be created (``PermissionError``). Missing folders are fine (they
+    are created when the file is written)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {path} is a folder; give a file name inside it")
+    if not path.name or path.name in (".", ".."):
+        raise ValueError(f"output path {str(path)!r} names no file")
+    if path.suffix.lower() not in suffixes:
+        what = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise ValueError(
+            f"output {path} has {what}; the format follows the suffix: use one of "
+            f"{', '.join(suffixes)}"
+        )
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:  # a real probe: permission bits do not tell root about read-only file systems
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".fvis-probe-")
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write {path}: {parent} is not writable ({e.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def inside(root: str | os.PathLike, *parts: str) -> Path:
+    """``root / parts...``, refused (``ValueError``) when it would leave ``root`` (``..``,
+    an absolute part, a link out): names from models and users never escape a folder."""
+    root_path = Path(root).resolve()
+    path = root_path.joinpath(*parts).resolve()
+    if path != root_path and root_path not in path.parents:
+        raise ValueError(f"{'/'.join(parts)!r} would be written outside {root}")
+    return Path(root).joinpath(*parts)
+
+
+def save_image(image, path: str | os.PathLike) -> None:
+    """Save a PIL image atomically; the format follows the suffix of ``path``
+    (:data:`IMAGE_FORMATS`; any other suffix is refused before writing)."""
+    path = check_output(path)
+    fmt = IMAGE_FORMATS[path.suffix.lower()]
+    if fmt in ("JPEG", "BMP") and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
     with atomic_path(path) as tmp:
-        image.save(tmp, format=_FORMATS.get(path.suffix.lower(), "PNG"))
-
-
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
+        image.save(tmp, format=fmt)

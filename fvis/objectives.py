@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from fvis.errors import check_finite
 from fvis.hooks import OUTPUT
 from fvis.outputs import select
 from fvis.transforms import gaussian_blur
@@ -84,6 +85,7 @@ class Objective:
     # ---- arithmetic: every operator builds a new objective ----
     def __add__(self, other):
         if isinstance(other, numbers.Real):
+            check_finite(f"the number added to {self.name}", other)
             return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other:g}")
         other = _check(other, "+")
         return Objective(
@@ -114,6 +116,7 @@ class Objective:
                 f"objectives multiply by numbers only, not {type(k).__name__}; "
                 "combine objectives with + and -"
             )
+        check_finite(f"the weight of {self.name}", k)
         return Objective(lambda a: self(a) * k, self.layers, f"{k:g}·{_paren(self.name)}")
 
     __rmul__ = __mul__
@@ -121,14 +124,17 @@ class Objective:
     def __truediv__(self, k):
         if not isinstance(k, numbers.Real):
             raise TypeError(f"objectives divide by numbers only, not {type(k).__name__}")
+        if check_finite(f"the divisor of {self.name}", k) == 0:
+            raise ValueError(f"{self.name} divided by 0")
         return self * (1.0 / k)
 
     def on(self, i: int) -> Objective:
         """This objective for batch item ``i`` only (0 for the other items)."""
+        i = _index(i, "batch item")
 
         def fn(a):
             v = self(a)
-            if not -v.shape[0] <= i < v.shape[0]:
+            if not i < v.shape[0]:
                 raise IndexError(f"batch={i} but the batch has {v.shape[0]} item(s)")
             mask = torch.zeros_like(v)
             mask[i] = 1
@@ -141,6 +147,15 @@ def _check(other, op: str) -> Objective:
     if not isinstance(other, Objective):
         raise TypeError(f"cannot combine an Objective {op} {type(other).__name__}")
     return other
+
+
+def _index(n, what: str) -> int:
+    """``n`` as an index ≥ 0 (``TypeError`` for a non-integer, ``IndexError`` if negative)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{what} must be an integer index, not {n!r}")
+    if n < 0:
+        raise IndexError(f"{what} {n} is negative; indices start at 0")
+    return int(n)
 
 
 def _paren(name: str) -> str:
@@ -159,7 +174,7 @@ def _act(acts: Acts, layer: str) -> torch.Tensor:
 def _channel_of(t: torch.Tensor, layer: str, n: int) -> torch.Tensor:
     """Channel ``n`` of activation ``t``: (B, H, W) or (B,)."""
     c = t.shape[1] if t.dim() > 1 else 1
-    if not -c <= n < c:
+    if not 0 <= n < c:
         raise IndexError(
             f"channel {n} is out of range for layer {layer!r} with {c} channels (valid: 0..{c - 1})"
         )
@@ -173,6 +188,7 @@ def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
 
 def channel(layer: str, n: int, *, batch: int | None = None) -> Objective:
     """Mean activation of channel ``n`` over all positions: ``mean_{y,x} A[b, n, y, x]``."""
+    n = _index(n, f"channel of {layer!r}")
 
     def fn(a):
         return _spatial_mean(_channel_of(_act(a, layer), layer, n))
@@ -185,6 +201,9 @@ def neuron(
 ) -> Objective:
     """Activation of channel ``n`` at one position ``A[b, n, y, x]`` (centre by default:
     ``y = H // 2``, ``x = W // 2``). For a fully connected layer, ``A[b, n]``."""
+    n = _index(n, f"channel of {layer!r}")
+    x = None if x is None else _index(x, "neuron x")
+    y = None if y is None else _index(y, "neuron y")
 
     def fn(a):
         t = _channel_of(_act(a, layer), layer, n)
@@ -223,6 +242,8 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
     """The model output (pre-softmax logit) of class ``label``: an index, or a name
     from the model's labels (``model.fvis_info.labels``). A spatial output (B, K, H, W)
     is averaged over positions."""
+    if not isinstance(label, str):
+        label = _index(label, "class")
 
     def fn(a):
         out = select(_act(a, OUTPUT))  # a dict / ModelOutput output: its main tensor
@@ -499,13 +520,63 @@ def reference_l2(
 
 
 def one_per_item(objectives: Sequence[Objective]) -> Objective:
-    """One batch for many units: item ``i`` maximizes ``objectives[i]``. Render it with a
-    parameterization of batch ``len(objectives)``."""
+    """One batch for many units: item ``i`` maximizes ``objectives[i]``, which sees item
+    ``i``'s activations only (a batch of one). Render it with a batch of
+    ``len(objectives)``; building and evaluating it take time linear in the count."""
     objectives = list(objectives)
+    for o in objectives:
+        if not isinstance(o, Objective):
+            raise TypeError(f"one_per_item takes Objectives, not {type(o).__name__}")
     if not objectives:
         raise ValueError("one_per_item needs at least one objective")
-    total = objectives[0].on(0)
-    for i, o in enumerate(objectives[1:], start=1):
-        total = total + o.on(i)
-    total.name = " | ".join(o.name for o in objectives)
-    return total
+    n = len(objectives)
+
+    def fn(a):
+        b = next(_tensors(a)).shape[0]
+        if b != n:
+            raise ValueError(f"one_per_item has {n} objectives for a batch of {b}; use batch={n}")
+        # unbind: one autograd node per layer (slicing per item would make the backward
+        # pass add n full-size gradients, quadratic in n); other outputs are sliced
+        unbound = {k: v.unbind(0) for k, v in a.items() if isinstance(v, torch.Tensor)}
+        values = []
+        for i, o in enumerate(objectives):
+            item = type(a)(
+                {k: unbound[k][i].unsqueeze(0) if k in unbound else _item(v, i)
+                 for k, v in a.items()}
+            )  # fmt: skip
+            if hasattr(a, "__dict__"):
+                item.__dict__.update(a.__dict__)  # Activations' info, grads, output
+            values.append(o(item))
+        return torch.cat(values)
+
+    layers = [name for o in objectives for name in o.layers]
+    return Objective(fn, layers, " | ".join(o.name for o in objectives))
+
+
+def _tensors(value):
+    """The tensors in an activation (a tensor, or a model output such as a dict)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _tensors(v)
+
+
+def _item(value, i: int):
+    """Item ``i`` (a batch of one) of a structured model output (dict, list, tuple)."""
+    if isinstance(value, torch.Tensor):
+        return value[i : i + 1]
+    if isinstance(value, Mapping):
+        items = {k: _item(v, i) for k, v in value.items()}
+        try:
+            return type(value)(items)
+        except TypeError:
+            return items
+    if hasattr(value, "_fields"):  # named tuple
+        return type(value)(*(_item(v, i) for v in value))
+    if isinstance(value, list | tuple):
+        return type(value)(_item(v, i) for v in value)
+    return value

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,10 +19,12 @@ from torch import nn
 
 from fvis import hooks
 from fvis import transforms as T
+from fvis.errors import NonFiniteError, check_finite
 from fvis.image import grid, to_pil
+from fvis.models import check_device
 from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
-from fvis.param import DEFAULT_LR, Ball, for_input
+from fvis.param import DEFAULT_LR, MAX_BATCH, Ball, for_input
 from fvis.progress import Progress
 from fvis.redirect import REDIRECTED_RELU_STEPS, redirected_relu
 
@@ -65,6 +68,62 @@ class RenderResult:
         final = ", ".join(f"{v:.4g}" for v in self.history[-1].tolist()[:8])
         picture = self.grid(scale=max(1, 128 // max(self.images.shape[-2:])))
         return html_figure(picture, f"{self.objective}: {len(self.history)} steps, final {final}")
+
+
+MAX_FIT = 4  # a fixed-size model sees the centre crop: at most this many times its side
+_CHECK_EVERY = 8  # steps between checks for a non-finite objective (each check syncs)
+
+
+def _check_settings(steps, batch, lr, seed, thresholds, redirected_relu_steps) -> None:
+    """Refuse settings that cannot give a picture, before any work."""
+    for name, value, low in (("steps", steps, 1), ("batch", batch, 1), ("seed", seed, 0),
+                             ("redirected_relu_steps", redirected_relu_steps, 0)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be ≥ {low}, not {value}")
+    if batch > MAX_BATCH:
+        raise ValueError(
+            f"batch {batch} is too large: render at most {MAX_BATCH} items at once (valid: "
+            f"1..{MAX_BATCH}); split the units over several renders"
+        )
+    if lr is not None:
+        check_finite("lr", lr, positive=True)
+    bad = [t for t in thresholds if not (isinstance(t, numbers.Integral) and 1 <= t <= steps)]
+    if bad:
+        raise ValueError(f"thresholds must be steps in 1..{steps}, not {bad}")
+
+
+def _check_images(images, fit_size) -> None:
+    """Refuse a parameterization whose images are not (B, C, H, W), too many or too large."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"the parameterization must return images (B, C, H, W), not {shape}")
+    b, _, h, w = images.shape
+    if not 1 <= b <= MAX_BATCH:
+        raise ValueError(f"the parameterization has batch {b}; valid: 1..{MAX_BATCH}")
+    if fit_size is not None and (h > MAX_FIT * fit_size[0] or w > MAX_FIT * fit_size[1]):
+        raise ValueError(
+            f"images of {h}×{w} are far larger than the model's fixed input "
+            f"{fit_size[0]}×{fit_size[1]}, which sees only their centre; use a size up to "
+            f"{MAX_FIT * fit_size[0]}×{MAX_FIT * fit_size[1]}"
+        )
+
+
+def _check_history(history, step: int, name: str, lr: float) -> None:
+    """Stop at the first step whose objective is NaN or infinite, saying which."""
+    recent = torch.stack(history[-_CHECK_EVERY:])
+    finite = torch.isfinite(recent)
+    if bool(finite.all()):
+        return
+    row = int((~finite.all(1)).nonzero()[0])
+    first = step - len(recent) + 1 + row
+    items = (~finite[row]).nonzero().flatten().tolist()
+    raise NonFiniteError(
+        f"the objective {name} became {recent[row][~finite[row]][0].item()} at step {first} "
+        f"(batch items {items[:8]}); lower the learning rate (lr={lr:g}) or the objective's "
+        "weights"
+    )
 
 
 def _optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
@@ -130,9 +189,10 @@ def render(
     projected after every step (adversarial examples, caricatures); without ``param``
     the image starts at the ball's center.
     """
+    _check_settings(steps, batch, lr, seed, thresholds, redirected_relu_steps)
     info = model_info(model)
     if device is not None:
-        device = torch.device(device)
+        device = check_device(device)
         if hooks.model_device(model) != device:
             model.to(device)
     else:
@@ -154,6 +214,8 @@ def render(
     params = [p for p in param.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the parameterization has no trainable parameters")
+    with torch.no_grad():
+        _check_images(param(), fit_size)
     opt = _optimizer(optimizer, params, lr)
     thresholds = set(int(t) for t in thresholds)
     history, snapshots, saliency = [], {}, None
@@ -186,6 +248,8 @@ def render(
                 g = grads[-1].detach().abs().sum(1, keepdim=True)
                 saliency = g if saliency is None else saliency + g
             history.append(values.detach())
+            if step % _CHECK_EVERY == 0 or step == steps:
+                _check_history(history, step, objective.name, lr)
             if step in thresholds:
                 snapshots[step] = _images(param, ball)
             if bar.enabled:

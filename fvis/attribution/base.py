@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvis import hooks
+from fvis.errors import NonFiniteError, check_int
 from fvis.hooks import INPUT, OUTPUT
 from fvis.models.info import info as model_info
 from fvis.objectives import Objective
@@ -34,6 +35,7 @@ __all__ = [
     "CAPTUM_SPELLINGS",
     "Attribution",
     "Target",
+    "check_inputs",
     "gradients",
     "item_sums",
     "resolve_target",
@@ -45,6 +47,56 @@ __all__ = [
 def resolve_target(model: nn.Module, inputs: torch.Tensor, target) -> Objective:
     """The objective an attribution explains for ``inputs`` (see :class:`Target`)."""
     return Target(model, inputs, target).all()
+
+
+def check_inputs(model: nn.Module, inputs, *, shape: bool = True) -> torch.Tensor:
+    """Refuse inputs an attribution cannot explain: not a floating tensor of the model's
+    dtype and device, an empty batch, NaN or infinity, or (with ``shape``) images
+    (B, C, H, W) whose channels or, for a fixed-size model, size differ from
+    ``model.fvis_info``. Returns ``inputs``."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a tensor (B, ...), not {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"inputs must be floating point model inputs, not {inputs.dtype}; for images in "
+            "0..255 use fvis.models.info(model).normalize(x.float() / 255)"
+        )
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(
+            f"inputs of shape {tuple(inputs.shape)} have no items; give a batch (B, ...) with B ≥ 1"
+        )
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = weight.device if weight is not None else hooks.model_device(model)
+    if inputs.device != device:
+        raise ValueError(
+            f"inputs are on {inputs.device} but the model is on {device}; use inputs.to('{device}')"
+        )
+    if weight is not None and inputs.dtype != weight.dtype:
+        raise TypeError(
+            f"inputs are {inputs.dtype} but the model's weights are {weight.dtype}; use "
+            f"inputs.to({weight.dtype})"
+        )
+    meta = getattr(model, "fvis_info", None)
+    if shape and meta is not None and inputs.dim() == 4:
+        c, h, w = meta.input_size
+        if inputs.shape[1] != c:
+            raise ValueError(
+                f"inputs have {inputs.shape[1]} channels; {meta.name or 'the model'} takes "
+                f"{c} (input size {c}×{h}×{w})"
+            )
+        if meta.fixed_size and tuple(inputs.shape[2:]) != (h, w):
+            raise ValueError(
+                f"inputs are {inputs.shape[2]}×{inputs.shape[3]}; {meta.name or 'the model'} "
+                f"takes only {h}×{w} (resize them first)"
+            )
+    finite = torch.isfinite(inputs)
+    if not bool(finite.all()):
+        items = (~finite.flatten(1).all(1)).nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"inputs contain NaN or infinite values (items {items[:8]}); an attribution of "
+            "them would mean nothing"
+        )
+    return inputs
 
 
 def scores(
@@ -185,9 +237,7 @@ def default_rows(batch: int) -> int:
 
 def row_chunks(n_rows: int, size: int | None) -> Iterator[slice]:
     """Consecutive slices of ``range(n_rows)`` of at most ``size`` rows (all if None)."""
-    if size is not None and size < 1:
-        raise ValueError(f"internal_batch_size must be ≥ 1, not {size}")
-    size = n_rows if size is None else size
+    size = n_rows if size is None else check_int("internal_batch_size", size)
     for start in range(0, n_rows, size):
         yield slice(start, min(start + size, n_rows))
 
@@ -214,7 +264,7 @@ class _Classes(Objective):
             n = out.shape[1]
             if classes.numel() != out.shape[0]:
                 raise ValueError(f"target has {classes.numel()} classes for {out.shape[0]} rows")
-            bad = (classes >= n) | (classes < -n)
+            bad = (classes >= n) | (classes < 0)
             if bad.any():
                 raise IndexError(
                     f"target class {classes[bad][0].item()} is out of range for a model with "
@@ -247,6 +297,44 @@ def _grouped(objective: Objective, batch: int, groups: int) -> Objective:
     return Objective(fn, objective.layers, objective.name)
 
 
+def _scattered(objective: Objective, items: torch.Tensor, batch: int) -> Objective:
+    """``objective`` for rows where row ``r`` is a copy of item ``items[r]``, in any order
+    and number: the rows are placed at their items' positions in batches of ``batch`` rows
+    (one batch per repeat of an item; the other positions hold detached copies of a placed
+    row) and each row's value is read at its item's position. Exact for objectives whose
+    value for item ``i`` depends on item ``i`` alone (``channel``, ``.on(i)``,
+    ``one_per_item``)."""
+    items = items.cpu()
+    order = torch.argsort(items, stable=True)
+    ranked = items[order]
+    repeat = torch.empty_like(items)  # how many earlier rows copy the same item
+    repeat[order] = torch.arange(len(items)) - torch.searchsorted(ranked, ranked)
+    blocks = []
+    for k in range(int(repeat.max()) + 1):
+        rows = (repeat == k).nonzero().flatten()
+        fill = rows[:1].repeat(batch)
+        fill[items[rows]] = rows
+        placed = torch.zeros(batch, dtype=torch.bool)
+        placed[items[rows]] = True
+        blocks.append((rows, items[rows], fill, placed))
+    inverse = torch.argsort(torch.cat([rows for rows, *_ in blocks]))
+
+    def fn(a):
+        values = []
+        for _, pos, fill, placed in blocks:
+            sub = hooks.Activations()
+            for name, t in a.items():
+                at = t[fill.to(t.device)]
+                mask = placed.to(t.device).view(-1, *([1] * (t.dim() - 1)))
+                sub[name] = torch.where(mask, at, at.detach())
+            sub.info, sub.grads, sub.output = getattr(a, "info", None), {}, None
+            v = objective(sub)
+            values.append(v[pos.to(v.device)])
+        return torch.cat(values)[inverse.to(values[0].device)]
+
+    return Objective(fn, objective.layers, objective.name)
+
+
 class Target:
     """A target resolved once on the real inputs ``(B, ...)`` and re-addressed to the
     rows of an expanded batch (each row a perturbed copy of one item).
@@ -254,12 +342,14 @@ class Target:
     ``None`` becomes each item's predicted class (on the unperturbed inputs); an int, a
     class name or a ``(B,)`` tensor becomes per-item classes; any other
     :class:`~fvis.objectives.Objective` is kept and evaluated per block of ``B`` rows
-    (exact when a chunk holds whole blocks; a chunk smaller than the batch evaluates it
-    on a sub-batch, which is right for per-item objectives such as ``channel`` or
-    ``neuron`` but not for ``.on(i)``).
+    (exact for any objective when a chunk holds whole blocks; other chunks put each row
+    at its item's position in a batch of ``B``, exact for objectives where item ``i``'s
+    value depends on item ``i`` alone, ``.on(i)`` included). The inputs are checked
+    (:func:`check_inputs`; ``shape=False`` leaves their shape to a wrapped method).
     """
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, target):
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, target, *, shape: bool = True):
+        check_inputs(model, inputs, shape=shape)
         self.batch = inputs.shape[0]
         self.classes: torch.Tensor | None = None
         self.objective: Objective | None = None
@@ -297,6 +387,11 @@ class Target:
                 "target must be None, an int, a class name, a tensor of per-item classes or "
                 f"an Objective, not {type(target).__name__}"
             )
+        if (classes < 0).any():
+            raise IndexError(
+                f"target class {classes[classes < 0][0].item()} is negative; classes are "
+                "numbered from 0"
+            )
         if classes.numel() == 1:
             classes = classes.expand(self.batch)
         if classes.numel() != self.batch:
@@ -311,7 +406,7 @@ class Target:
         b, n = self.batch, items.numel()
         if n % b == 0 and torch.equal(items.cpu(), torch.arange(b).repeat(n // b)):
             return _grouped(self.objective, b, n // b)
-        return self.objective
+        return _scattered(self.objective, items, b)
 
     def all(self) -> Objective:
         """The objective for the unexpanded batch."""

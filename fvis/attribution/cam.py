@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fvis import hooks
-from fvis.attribution.base import Attribution, Target, gradients, row_chunks, scores
+from fvis.attribution.base import Attribution, Target, check_inputs, gradients, row_chunks, scores
 from fvis.attribution.base import upsample as _upsample
 from fvis.attribution.layer import conv_layer, execution_order
 
@@ -128,7 +128,7 @@ class _LayerGradientCAM(Attribution):
         upsampled to the input and the maps are averaged, as pytorch-grad-cam does with
         several target layers (it rescales the average to [0, 1] once more); ``(B, 1, H, W)``.
         ``internal_batch_size``: items per pass."""
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         tgt = Target(self.model, x, target)
         if isinstance(layer, list | tuple):
             if not layer or per_channel or not relu:
@@ -204,7 +204,7 @@ class CAM(Attribution):
         relu: bool = False,
         upsample: bool = False,
     ) -> torch.Tensor:
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         layer = layer or conv_layer(self.model, x)
         tgt = Target(self.model, x, target)
         if tgt.classes is None:
@@ -288,7 +288,7 @@ class GuidedGradCAM(Attribution):
     ):
         from fvis.attribution.guided import GuidedBackprop
 
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         objective = Target(self.model, x, target).all()
         cam = GradCAM(self.model).attribute(
             x, objective, layer=layer, upsample=True, interpolate_mode=interpolate_mode,

@@ -10,8 +10,10 @@ each call of a reused module separately) replaced:
 
 with ``g`` the modified gradient arriving at the unit's output. Max-pooling keeps its
 gradient (Zeiler & Fergus' "switches"); every other operation, including other
-nonlinearities (sigmoid, SiLU, ...), keeps its plain gradient. The result is shaped like
-the input, not multiplied by it.
+nonlinearities (sigmoid, SiLU, GELU, ...), keeps its plain gradient; a network in which no
+ReLU-like unit runs (a ViT's GELUs) is refused (``fvis.hooks.UnsupportedOperation``), as the
+result would be the plain gradient. The result is shaped
+like the input, not multiplied by it.
 """
 
 from __future__ import annotations
@@ -75,11 +77,18 @@ class _Policy(hooks.Policy):
     def __init__(self, guided: bool):
         self.guided = guided
         self.method = "Guided Backprop" if guided else "Deconvnet"
+        self.modified = 0  # ReLU-like calls whose backward was replaced
+        self.others: set[str] = set()  # other nonlinearities seen (plain gradient)
 
     def activation(self, op, z, f, relu_like):
-        return _ReluBackward.apply(z, f, self.guided) if relu_like else None
+        if not relu_like:
+            self.others.add(hooks.op_name(op.func))
+            return None
+        self.modified += 1
+        return _ReluBackward.apply(z, f, self.guided)
 
     def relu(self, z, inplace):
+        self.modified += 1
         return _Relu.apply(z, inplace, self.guided)
 
 
@@ -90,7 +99,16 @@ class _ModifiedGradient(Attribution):
         """The modified gradient ``(B, ...)`` like ``inputs`` for ``target`` (int class,
         per-item classes, an :class:`~fvis.objectives.Objective`, or ``None`` = predicted)."""
         objective = resolve_target(self.model, inputs, target)
-        return hooks.input_gradient(self.model, inputs, objective, _Policy(self.guided))
+        policy = _Policy(self.guided)
+        grad = hooks.input_gradient(self.model, inputs, objective, policy)
+        if not policy.modified:
+            seen = f" (it ran {', '.join(sorted(policy.others))})" if policy.others else ""
+            raise hooks.UnsupportedOperation(
+                f"{policy.method} found no ReLU-like unit between the input and the target "
+                f"in {type(self.model).__name__}{seen}, so its result would be the plain "
+                "gradient under another name; use Gradient"
+            )
+        return grad
 
 
 class Deconvnet(_ModifiedGradient):

@@ -34,12 +34,14 @@ import torch
 from fvis.attribution.base import (
     Attribution,
     Target,
+    check_inputs,
     default_rows,
     gradients,
     item_sums,
     row_chunks,
     scores,
 )
+from fvis.errors import check_finite_tensor, check_int
 from fvis.models.info import ModelInfo
 from fvis.transforms import gaussian_blur
 
@@ -147,6 +149,11 @@ def make_baselines(
 ) -> torch.Tensor:
     """Baselines ``(N, *inputs.shape)`` for ``spec`` (see the module docstring): ``n``
     draws of a random baseline, one of a fixed one (or those of a stacked tensor)."""
+    check_int("n_baselines", n)
+    return check_finite_tensor("baselines", _baselines(spec, inputs, info, gen, n))
+
+
+def _baselines(spec, inputs, info, gen, n) -> torch.Tensor:
     x = inputs.detach()
     if isinstance(spec, str):
         spec = baseline(spec)
@@ -192,7 +199,7 @@ def quadrature(method: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     ``steps`` points: ``riemann_left`` ``k/m``, k < m; ``riemann_right`` ``k/m``, k ≥ 1;
     ``riemann_middle`` ``(k + ½)/m``; ``riemann_trapezoid`` ``k/(m−1)`` with half weights
     at the ends; ``gausslegendre`` the Gauss–Legendre nodes mapped to [0, 1]."""
-    m = int(steps)
+    m = check_int("steps", steps)
     if m < 1 or (method == "riemann_trapezoid" and m < 2):
         raise ValueError(f"{method} needs steps ≥ {2 if method == 'riemann_trapezoid' else 1}")
     k = torch.arange(m, dtype=torch.float64)
@@ -256,12 +263,12 @@ class IntegratedGradients(Attribution):
         the convergence delta ``Σ_i IG_i − (f(x) − mean_j f(x′_j))`` per item, ``(B,)``.
         """
         gen = _gen(generator)
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         tgt = Target(self.model, x, target)
         base = make_baselines(baselines, x, self.info, gen, n_baselines)  # (N, B, ...)
         alphas, weights = (t.to(x) for t in quadrature(method, steps))
         n_base, b = base.shape[0], x.shape[0]
-        size = internal_batch_size or default_rows(b)
+        size = default_rows(b) if internal_batch_size is None else internal_batch_size
         nb, shape = n_base * b, x.shape[1:]
         total = torch.zeros_like(base)  # Σ_k w_k ∇f at the points of each (baseline, item)
         flat_total, flat_base = total.view(nb, *shape), base.view(nb, *shape)

@@ -27,6 +27,7 @@ from fvis import hooks
 from fvis.attribution.base import (
     Attribution,
     Target,
+    check_inputs,
     default_rows,
     gradients,
     item_sums,
@@ -34,6 +35,7 @@ from fvis.attribution.base import (
     upsample,
 )
 from fvis.attribution.integrated import generator, make_baselines, quadrature
+from fvis.errors import check_int
 
 __all__ = [
     "LayerGradientXActivation",
@@ -134,7 +136,7 @@ class LayerGradientXActivation(Attribution):
         internal_batch_size: int | None = None,
     ) -> torch.Tensor:
         """``layer`` defaults to :func:`conv_layer`. Shapes: module docstring."""
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         layer = layer or conv_layer(self.model, x)
         tgt = Target(self.model, x, target)
         parts = []
@@ -181,8 +183,13 @@ class LayerIntegratedGradients(Attribution):
         return_delta: bool = False,
         generator: torch.Generator | int | None = None,
     ):
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs).detach()
         layer = layer or conv_layer(self.model, x)
+        if layer == hooks.INPUT:
+            raise hooks.LayerError(
+                "LayerIntegratedGradients attributes to a hidden layer; for layer='input' "
+                "use IntegratedGradients"
+            )
         tgt = Target(self.model, x, target)
         base = make_baselines(baselines, x, self.info, _gen(generator), n_baselines)
         n_base, b = base.shape[0], x.shape[0]
@@ -192,7 +199,7 @@ class LayerIntegratedGradients(Attribution):
         a, a0 = all_a[:b], all_a[b:].view(n_base, b, *all_a.shape[1:])
         alphas, weights = quadrature(method, steps)
         alphas, weights = alphas.to(a.dtype), weights.to(a.dtype)
-        size = internal_batch_size or default_rows(b)
+        size = default_rows(b) if internal_batch_size is None else internal_batch_size
         total = torch.zeros_like(a0)
         flat_total, flat_a0 = total.view(n_base * b, *a.shape[1:]), a0.view(-1, *a.shape[1:])
         rows = len(alphas) * n_base * b
@@ -251,6 +258,7 @@ def top_channels(
     }
     if method not in methods:
         raise ValueError(f"method must be one of {', '.join(methods)}, not {method!r}")
+    k = check_int("k (channels to show)", k)
     per_channel = methods[method](model).attribute(
         inputs, target, layer=layer, reduce="channel", **options
     )

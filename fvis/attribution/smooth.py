@@ -26,9 +26,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fvis.attribution.base import Attribution, Target, default_rows, row_chunks
+from fvis.attribution.base import Attribution, Target, check_inputs, default_rows, row_chunks
 from fvis.attribution.gradient import Gradient
 from fvis.attribution.integrated import _rand, generator, valid_range
+from fvis.errors import check_finite, check_int
 
 __all__ = ["SmoothGrad", "SmoothGradSquared", "VarGrad"]
 
@@ -83,14 +84,12 @@ class SmoothGrad(Attribution):
         ``torch.Generator`` or seed. ``internal_batch_size``: noisy copies per call of the
         wrapped method, default ``default_rows(B)``. ``options`` go to the wrapped method.
         """
-        if n < 1:
-            raise ValueError(f"n must be ≥ 1, not {n}")
-        if noise < 0:
-            raise ValueError(f"noise must be ≥ 0 (a fraction of the valid range), not {noise}")
+        check_int("n", n)
+        check_finite("noise (a fraction of the valid range)", noise, minimum=0)
         gen = _generator(generator)
-        x = inputs.detach()
+        x = check_inputs(self.model, inputs, shape=False).detach()
         b = x.shape[0]
-        tgt = Target(self.model, x, target)
+        tgt = Target(self.model, x, target, shape=False)  # the wrapped method checks shapes
         if relative_to == "valid":
             lo, hi = valid_range(self.info, x)
             sigma = noise * (hi - lo)
@@ -116,7 +115,7 @@ class SmoothGrad(Attribution):
             return copies[j]
 
         total = total_sq = None
-        size = internal_batch_size or default_rows(b)
+        size = default_rows(b) if internal_batch_size is None else internal_batch_size
         for sl in row_chunks(n * b, size):
             r = torch.arange(sl.start, sl.stop)
             batch = torch.stack([noisy(int(i) // b)[int(i) % b] for i in r])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,11 +38,13 @@ from fvis.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach, inf
 from fvis.outputs import OutputView
 
 __all__ = [
+    "check_device",
     "default_device",
     "ModelInfo",
     "info",
     "attach",
     "load_model",
+    "load_weights",
     "save",
     "BUNDLED",
     "WEIGHTS_DIR",
@@ -80,6 +83,38 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; ``ValueError`` saying
+    what is available for an unknown string or a CUDA device that is not there."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"unknown device {device!r}; use cpu, cuda or cuda:N (available: {_available()})"
+            ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"CUDA requested ({device}) but not available; available: cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{dev} requested but not available; available: {_available()}")
+    elif dev.type not in ("cpu", "meta") and not _backend_available(dev.type):
+        raise ValueError(f"{dev.type} requested but not available; available: {_available()}")
+    return dev
+
+
+def _backend_available(kind: str) -> bool:
+    module = getattr(torch, kind, None) or getattr(torch.backends, kind, None)
+    return bool(getattr(module, "is_available", lambda: False)())
+
+
+def _available() -> str:
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return ", ".join(["cpu", *cuda])
+
+
 def _prepare(
     model: nn.Module, meta: ModelInfo, device, spec: str = "", kwargs: dict | None = None
 ) -> nn.Module:
@@ -95,6 +130,8 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
     """Load a model by spec (see the module docstring). An ``nn.Module`` is set to eval
     mode and returned (a ``transformers`` model as a view returning its logits), with
     metadata read from its config attached if it had none."""
+    if device is not None:
+        device = check_device(device)
     if isinstance(spec, nn.Module):
         return _adopt(spec, device)
     kind, _, name = spec.partition(":")
@@ -119,7 +156,7 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
                     else "pass an existing file, weights='DEFAULT' or weights=None."
                 )
             )
-        model.load_state_dict(_state_dict(path))
+        load_weights(model, _state_dict(path), path)
         return _prepare(model, meta, device, spec)
     if kind in ("torchvision", "timm", "hf"):
         if kind == "torchvision":
@@ -133,7 +170,7 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
             torch.manual_seed(INIT_SEED)
             model, meta = build(name, weights, **kwargs)
         return _prepare(model, meta, device, spec, kwargs)
-    if os.path.splitext(spec)[1] in (".pt", ".pth", ".ckpt") or os.path.exists(spec):
+    if _is_checkpoint(spec):
         return _from_checkpoint(Path(spec), device)
     raise ValueError(
         f"Cannot read model spec {spec!r}. Use 'fvis:mnist', 'torchvision:resnet18', "
@@ -186,7 +223,7 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
         if not os.path.exists(weights):
             raise FileNotFoundError(f"No weights file at {weights} for torchvision:{name}.")
         model = builder(weights=None, **kwargs)
-        model.load_state_dict(_state_dict(weights))
+        load_weights(model, _state_dict(weights), weights)
         return model, meta.with_(**_fixed_size(model, meta.input_size))
     enum = torchvision.models.get_model_weights(name)
     if isinstance(weights, str):
@@ -213,7 +250,7 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
     if name in ("googlenet", "inception_v3"):
         kwargs["aux_logits"] = True  # the files hold the auxiliary heads; dropped below
     model = builder(weights=None, **kwargs)
-    model.load_state_dict(_state_dict(cached))
+    load_weights(model, _state_dict(cached), cached)
     if aux is False:
         model.aux_logits = False
         for head in ("aux1", "aux2", "AuxLogits"):
@@ -253,6 +290,10 @@ def _pretrained_kwargs(name: str, w) -> dict:
     return kwargs
 
 
+def _is_checkpoint(spec: str) -> bool:
+    return os.path.splitext(spec)[1] in (".pt", ".pth", ".ckpt") or os.path.exists(spec)
+
+
 def _is_none(weights) -> bool:
     return weights is None or (isinstance(weights, str) and weights.lower() == "none")
 
@@ -266,13 +307,62 @@ def _looks_like_path(s: str) -> bool:
     )
 
 
+def _read(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` with a message for a file it cannot read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # pickled modules and TorchScript are not loadable safely
+        raise ValueError(
+            f"{path} is not a weights-only checkpoint (it pickles Python objects). fvis loads "
+            "checkpoints with weights_only=True; write one with fvis.models.save(model, path, "
+            "spec), or pass your nn.Module object to the Python API directly."
+        ) from None
+    except (OSError, EOFError, RuntimeError, KeyError) as e:
+        raise ValueError(
+            f"{path} is not a readable torch file: it is truncated or corrupt "
+            f"({type(e).__name__}). Write it again with torch.save or fvis.models.save."
+        ) from None
+
+
 def _state_dict(path: str | os.PathLike) -> dict:
     """The state dict in a weights file: a bare one, or the ``"state_dict"`` entry of a
     checkpoint (loaded ``weights_only``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _read(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
         return ckpt["state_dict"]
     return ckpt
+
+
+def load_weights(model: nn.Module, state, source) -> nn.Module:
+    """``model.load_state_dict(state)``; ``ValueError`` listing the missing and unexpected
+    keys and mismatched shapes when ``state`` (read from ``source``) is not the model's."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{source} does not hold a state dict ({type(state).__name__})")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and getattr(state[k], "shape", None) != own[k].shape
+    ]
+    problems = [
+        f"{what} ({len(keys)}): {', '.join(keys[:5])}{', …' if len(keys) > 5 else ''}"
+        for what, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shapes differ (file vs model)", shapes),
+        )
+        if keys
+    ]
+    if problems:
+        name = info(model).name or type(model).__name__
+        raise ValueError(
+            f"the weights in {source} do not fit {name}: {'; '.join(problems)}. Load them "
+            "with the architecture they were saved from."
+        )
+    model.load_state_dict(state)
+    return model
 
 
 def save(model: nn.Module, path: str | os.PathLike, spec: str | None = None) -> None:
@@ -348,14 +438,7 @@ def _source(model: nn.Module, spec: str | None) -> dict:
 def _from_checkpoint(path: Path, device) -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled modules and TorchScript are not loadable safely
-        raise ValueError(
-            f"{path} is not a weights-only checkpoint ({type(e).__name__}). fvis loads "
-            "checkpoints with weights_only=True; write one with fvis.models.save(model, path, "
-            "spec), or pass your nn.Module object to the Python API directly."
-        ) from None
+    ckpt = _read(path)
     if not isinstance(ckpt, dict) or "spec" not in ckpt:
         raise ValueError(
             f"{path} is not an fvis checkpoint: it holds a bare state dict (or other data) "
@@ -365,13 +448,18 @@ def _from_checkpoint(path: Path, device) -> nn.Module:
             "fvis.models.save(model, path, spec)."
         )
     spec, kwargs = ckpt["spec"], ckpt.get("kwargs") or {}
+    if not isinstance(spec, str) or _is_checkpoint(spec):
+        raise ValueError(
+            f"{path} names its architecture {spec!r}; a checkpoint's spec must name an "
+            "architecture (e.g. fvis:mnist, torchvision:resnet18), not a checkpoint file"
+        )
     if "hf_config" in ckpt:
         from fvis.models.hf_models import from_config
 
         model = from_config(ckpt["hf_config"])
     else:
         model = load_model(spec, weights=None, **kwargs)
-    model.load_state_dict(ckpt["state_dict"])
+    load_weights(model, ckpt.get("state_dict"), path)
     m = ckpt.get("info") or {}
     meta = ModelInfo(
         input_size=tuple(m.get("input_size", info(model).input_size)),

@@ -7,11 +7,14 @@ Every model that :func:`fvis.load_model` returns carries a :class:`ModelInfo` as
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
+
+from fvis.errors import NonFiniteError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +30,24 @@ class ModelInfo:
     labels: tuple[str, ...] | None = field(default=None, repr=False)  # 1000 names: not shown
     name: str = ""
     fixed_size: bool = False  # the model takes only input_size (e.g. flatten → linear head)
+
+    def __post_init__(self):
+        size = tuple(self.input_size)
+        if len(size) != 3 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in size):
+            raise ValueError(f"input_size must be (C, H, W) of positive integers, not {size}")
+        for name in ("mean", "std"):
+            stats = getattr(self, name)
+            if stats is None:
+                continue
+            if len(stats) not in (1, size[0]):
+                raise ValueError(
+                    f"{name} has {len(stats)} values for {size[0]} input channels; give one "
+                    "per channel"
+                )
+            if not all(math.isfinite(float(v)) for v in stats):
+                raise NonFiniteError(f"{name} must be finite numbers, not {tuple(stats)}")
+        if self.std is not None and any(float(v) <= 0 for v in self.std):
+            raise ValueError(f"std must be > 0 for every channel, not {tuple(self.std)}")
 
     @property
     def channels(self) -> int:
@@ -60,9 +81,16 @@ class ModelInfo:
         return lo, hi
 
     def label_index(self, label: str | int) -> int:
-        """Class index of ``label`` (an index, or a name from ``labels``)."""
-        if isinstance(label, int):
+        """Class index of ``label`` (an index, or a name from ``labels``), checked against
+        the labels when the model has them."""
+        if isinstance(label, int) and not isinstance(label, bool):
+            n = len(self.labels) if self.labels else None
+            if label < 0 or (n is not None and label >= n):
+                valid = f"0..{n - 1}" if n is not None else "≥ 0"
+                raise IndexError(f"class {label} is out of range (valid: {valid})")
             return label
+        if not isinstance(label, str):
+            raise TypeError(f"a class is an index or a label name, not {label!r}")
         if self.labels is None:
             raise ValueError(
                 f"Class {label!r} given by name, but this model has no labels; use an index."
@@ -73,6 +101,8 @@ class ModelInfo:
 
         near = difflib.get_close_matches(label, self.labels, n=5, cutoff=0.5)
         hint = f" Nearest labels: {', '.join(near)}." if near else ""
+        if not near and self.labels:
+            hint = f" Give an index 0..{len(self.labels) - 1} or a label ({self.labels[0]}, …)."
         raise ValueError(f"Unknown class label {label!r}.{hint}")
 
     def with_(self, **changes) -> ModelInfo:

@@ -13,9 +13,12 @@ when it is given none.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
+from fvis.errors import NonFiniteError, check_finite
 from fvis.param.ball import Ball
 from fvis.param.color import COLOR_CORRELATION, correlate_inverse, decorrelate
 from fvis.param.cppn import CPPN
@@ -23,13 +26,16 @@ from fvis.param.maco import MacoImage
 from fvis.param.spatial import FourierImage, PixelImage
 
 __all__ = [
-    "Image", "image", "for_input", "KINDS", "DEFAULT_LR", "COLOR_CORRELATION",
-    "decorrelate", "FourierImage", "PixelImage", "MacoImage", "CPPN", "Ball",
+    "Image", "image", "for_input", "KINDS", "DEFAULT_LR", "MAX_BATCH", "MAX_SIDE",
+    "COLOR_CORRELATION", "decorrelate", "FourierImage", "PixelImage", "MacoImage", "CPPN",
+    "Ball",
 ]  # fmt: skip
 
 KINDS = ("fft", "pixel", "maco", "cppn")
 DEFAULT_LR = 0.05  # Adam's learning rate for a parameterization that names none
 
+MAX_BATCH = 4096  # images per parameterization; more is a mistake (several renders)
+MAX_SIDE = 4096  # pixels per side; larger images do not fit memory with gradients
 _EPS = 1e-4  # keeps logit(init) finite for pixels at exactly 0 or 1
 
 
@@ -87,6 +93,14 @@ def image(
     instead of noise (adversarial examples, caricatures). ``seed`` fixes the noise.
     """
     height = width if height is None else height
+    for name, value, top in (("width", width, MAX_SIDE), ("height", height, MAX_SIDE),
+                             ("channels", channels, 64), ("batch", batch, MAX_BATCH)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 1 <= value <= top:
+            raise ValueError(f"{name} {value} is out of range (valid: 1..{top})")
+    check_finite("decay_power", decay_power)
+    check_finite("sd", sd, minimum=0)
     if kind not in KINDS:
         raise ValueError(f"unknown parameterization {kind!r}; known: {', '.join(KINDS)}")
     if kind == "cppn":
@@ -101,6 +115,8 @@ def image(
     raw = None
     if init is not None:
         img = torch.as_tensor(init, dtype=torch.float32).detach().cpu()
+        if not torch.isfinite(img).all():
+            raise NonFiniteError("init contains NaN or infinite values; give an image in [0, 1]")
         img = img.expand(shape) if img.dim() == 4 else img.unsqueeze(0).expand(shape)
         raw = _raw(img, decorrelate)
     g = torch.Generator().manual_seed(seed)

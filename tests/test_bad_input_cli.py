@@ -1,0 +1,200 @@
+"""Bad input through the command line: a user error is one line on stderr and exit status
+2, never a traceback (``--debug`` shows it); Ctrl-C exits with 130.
+
+Most cases call ``fvis.cli.main`` in this process (the same code path as the ``fvis``
+script, without 2-3 s of start-up each); a representative few run it as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fvis
+from fvis.cli import main
+from fvis.models import save
+
+ROOT = Path(__file__).resolve().parents[1]
+RENDER = ["render", "--model", "fvis:mnist", "--steps", "2", "-q"]
+
+
+def run_main(args, capsys):
+    """(exit status, stderr) of ``fvis ARGS`` run in this process."""
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def no_render(monkeypatch):
+    """Fail the test if a render starts: the refusal must come before any work."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the render started")
+
+    monkeypatch.setattr(fvis, "render", refuse)
+
+
+def _ckpt(tmp_path, kind):
+    path = tmp_path / f"{kind}.pt"
+    if kind == "self":
+        torch.save({"fvis_format": 1, "spec": str(path), "state_dict": {}}, path)
+    else:
+        save(fvis.load_model("fvis:mnist-mlp"), path, "fvis:mnist-mlp")
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:500])
+        else:  # mismatched: the MLP's weights under the CNN's spec
+            data = torch.load(path, weights_only=True)
+            torch.save({**data, "spec": "fvis:mnist"}, path)
+    return path
+
+
+# (arguments, words the one-line message must contain); every case exits with 2
+CASES = {
+    "--channel 5-2": (RENDER + ["--layer", "conv3", "--channel", "5-2"], ["5-2", "2-5"]),
+    "--channel a": (RENDER + ["--layer", "conv3", "--channel", "a"], ["'a'", "0-7"]),
+    "--channel -3": (RENDER + ["--layer", "conv3", "--channel=-3"], ["-3", "negative"]),
+    "--channel 99": (RENDER + ["--layer", "conv3", "--channel", "99"], ["99", "0..63"]),
+    "--channel 0-99999": (
+        RENDER + ["--layer", "conv1", "--channel", "0-99999"],
+        ["100000", "1..4096"],
+    ),
+    "--class 12": (RENDER + ["--class", "12"], ["12", "0..9"]),
+    "--class 2.5": (RENDER + ["--class", "2.5"], ["'2.5'"]),
+    "--layer nope": (RENDER + ["--layer", "conv33", "--channel", "1"], ["conv33", "conv3"]),
+    "--layer without unit": (RENDER + ["--layer", "conv3"], ["--channel"]),
+    "--steps 0": (RENDER + ["--class", "1", "--steps", "0"], ["steps", "≥ 1"]),
+    "--batch 0": (RENDER + ["--class", "1", "--batch", "0"], ["batch"]),
+    "--lr nan": (RENDER + ["--class", "1", "--lr", "nan"], ["lr", "nan"]),
+    "--tv inf": (RENDER + ["--class", "1", "--tv", "inf"], ["inf"]),
+    "--decay-power nan": (RENDER + ["--class", "1", "--decay-power", "nan"], ["decay_power"]),
+    "--size 10000": (RENDER + ["--class", "1", "--size", "10000"], ["10000", "1..4096"]),
+    "--size 0": (RENDER + ["--class", "1", "--size", "0"], ["1..4096"]),
+    "--thresholds 9": (RENDER + ["--class", "1", "--thresholds", "9"], ["1..2"]),
+    "-o out.xyz": (RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"], ["'.xyz'", ".png"]),
+    "-o a folder": (RENDER + ["--class", "1", "-o", "{tmp}"], ["folder"]),
+    "--device cuda:99": (RENDER + ["--class", "1", "--device", "cuda:99"], ["not available"]),
+    "--device gpu": (RENDER + ["--class", "1", "--device", "gpu"], ["unknown device 'gpu'"]),
+    "--model missing.pt": (RENDER + ["--class", "1", "--model", "{tmp}/no.pt"], ["no.pt"]),
+    "--model truncated": (
+        RENDER + ["--class", "1", "--model", "{ckpt:truncated}"],
+        ["truncated"],
+    ),  # fmt: skip
+    "--model mismatched": (
+        RENDER + ["--class", "1", "--model", "{ckpt:mismatched}"],
+        ["missing keys", "unexpected keys"],
+    ),  # fmt: skip
+    "--model naming itself": (
+        RENDER + ["--class", "1", "--model", "{ckpt:self}"],
+        ["not a checkpoint file"],
+    ),  # fmt: skip
+    "explain --top 0": (["explain", "--top", "0", "-o", "{tmp}/r.png"], ["top", "≥ 1"]),
+    "explain --digit 5000": (["explain", "--digit", "5000", "-o", "{tmp}/r.png"], ["0..999"]),
+    "explain --target 12": (["explain", "--target", "12", "-o", "{tmp}/r.png"], ["0..9"]),
+    "explain --method nope": (
+        ["explain", "--method", "nope", "-o", "{tmp}/r.png"],
+        ["'nope'", "integrated_gradients"],
+    ),  # fmt: skip
+    "explain --image not-an-image": (
+        ["explain", "--image", "{tmp}/t.png", "-o", "{tmp}/r.png"],
+        ["not an image"],
+    ),  # fmt: skip
+    "explain -o r.txt": (["explain", "-o", "{tmp}/r.txt"], ["'.txt'", ".html"]),
+    "explain --groups to html": (["explain", "--groups", "2", "-o", "{tmp}/r.html"], [".png"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_user_error_is_one_line_with_status_2(case, tmp_path, capsys, monkeypatch):
+    args, words = CASES[case]
+    (tmp_path / "t.png").write_text("not an image")
+    ckpts = {}
+    args = [
+        a.replace("{tmp}", str(tmp_path))
+        if "{ckpt:" not in a
+        else str(ckpts.setdefault(a, _ckpt(tmp_path, a[6:-1])))
+        for a in args
+    ]
+    code, err = run_main(args, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"fvis {args[0]}: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not list(tmp_path.glob("r.*")) and not list(tmp_path.glob("out.*"))
+
+
+@pytest.mark.parametrize("args", [RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"],
+                                  RENDER + ["--class", "1", "--size", "10000"]])  # fmt: skip
+def test_refused_before_the_render_starts(args, tmp_path, capsys, no_render):
+    code, err = run_main([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    assert code == 2 and "render started" not in err
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, err = run_main(RENDER + ["--layer", "conv3", "--channel", "99", "--debug"], capsys)
+    assert code == 2
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("fvis render: error:")
+
+
+def test_ctrl_c_exits_130(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fvis, "render", interrupted)
+    code, err = run_main(RENDER + ["--class", "1"], capsys)
+    assert code == 130 and err.strip() == "fvis render: interrupted"
+
+
+def test_a_bug_keeps_its_traceback(capsys, monkeypatch):
+    """Only documented user errors become one line; anything else is a bug to report."""
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("internal")
+
+    monkeypatch.setattr(fvis, "render", bug)
+    with pytest.raises(RuntimeError, match="internal"):
+        main(RENDER + ["--class", "1"])
+
+
+# ---------------------------------------------------------------- as a real process
+def _fvis(*args, code="from fvis.cli import main; sys.exit(main())"):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys; {code}", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_process_user_error_and_debug(tmp_path):
+    bad = ["render", "--layer", "conv3", "--channel", "99", "-q", "-o", str(tmp_path / "o.png")]
+    p = _fvis(*bad)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == (
+        "fvis render: error: channel 99 is out of range for layer 'conv3' with 64 channels "
+        "(valid: 0..63)"
+    )
+    p = _fvis(*bad, "--debug")
+    assert p.returncode == 2 and "Traceback (most recent call last)" in p.stderr
+
+
+def test_process_sigint_exits_130(tmp_path):
+    """A real SIGINT, delivered while the command runs (the render sends it to itself)."""
+    code = (
+        "import os, signal, fvis; "
+        "fvis.render = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT) or __import__("
+        "'time').sleep(30); "
+        "from fvis.cli import main; sys.exit(main())"
+    )
+    p = _fvis("render", "--class", "1", "-q", "-o", str(tmp_path / "o.png"), code=code)
+    assert p.returncode == 130 and p.stderr.strip() == "fvis render: interrupted"
+    assert signal.SIGINT == 2  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
