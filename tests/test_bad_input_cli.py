@@ -62,19 +62,19 @@ CASES = {
     "--channel 99": (RENDER + ["--layer", "conv3", "--channel", "99"], ["99", "0..63"]),
     "--channel 0-99999": (
         RENDER + ["--layer", "conv1", "--channel", "0-99999"],
-        ["100000", "1..4096"],
+        ["out of range", "0..15"],
     ),
     "--class 12": (RENDER + ["--class", "12"], ["12", "0..9"]),
     "--class 2.5": (RENDER + ["--class", "2.5"], ["'2.5'"]),
     "--layer nope": (RENDER + ["--layer", "conv33", "--channel", "1"], ["conv33", "conv3"]),
     "--layer without unit": (RENDER + ["--layer", "conv3"], ["--channel"]),
-    "--steps 0": (RENDER + ["--class", "1", "--steps", "0"], ["steps", "≥ 1"]),
-    "--batch 0": (RENDER + ["--class", "1", "--batch", "0"], ["batch"]),
+    "--steps 0": (RENDER + ["--class", "1", "--steps", "0"], ["steps", "at least 1"]),
+    "--batch 0": (RENDER + ["--class", "1", "--batch", "0"], ["repeat", "at least 1"]),
     "--lr nan": (RENDER + ["--class", "1", "--lr", "nan"], ["lr", "nan"]),
     "--tv inf": (RENDER + ["--class", "1", "--tv", "inf"], ["inf"]),
     "--decay-power nan": (RENDER + ["--class", "1", "--decay-power", "nan"], ["decay_power"]),
     "--size 10000": (RENDER + ["--class", "1", "--size", "10000"], ["10000", "1..4096"]),
-    "--size 0": (RENDER + ["--class", "1", "--size", "0"], ["1..4096"]),
+    "--size 0": (RENDER + ["--class", "1", "--size", "0"], ["size", "positive"]),
     "--thresholds 9": (RENDER + ["--class", "1", "--thresholds", "9"], ["1..2"]),
     "-o out.xyz": (RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"], ["'.xyz'", ".png"]),
     "-o a folder": (RENDER + ["--class", "1", "-o", "{tmp}"], ["folder"]),
@@ -93,7 +93,7 @@ CASES = {
         RENDER + ["--class", "1", "--model", "{ckpt:self}"],
         ["not a checkpoint file"],
     ),  # fmt: skip
-    "explain --top 0": (["explain", "--top", "0", "-o", "{tmp}/r.png"], ["top", "≥ 1"]),
+    "explain --top 0": (["explain", "--top", "0", "-o", "{tmp}/r.png"], ["top", "at least 1"]),
     "explain --digit 5000": (["explain", "--digit", "5000", "-o", "{tmp}/r.png"], ["0..999"]),
     "explain --target 12": (["explain", "--target", "12", "-o", "{tmp}/r.png"], ["0..9"]),
     "explain --method nope": (
@@ -180,8 +180,7 @@ def test_process_user_error_and_debug(tmp_path):
     p = _fvis(*bad)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip() == (
-        "fvis render: error: channel 99 is out of range for layer 'conv3' with 64 channels "
-        "(valid: 0..63)"
+        "fvis render: error: unit 'conv3[99]': channel 99 is out of range (valid: 0..63)"
     )
     p = _fvis(*bad, "--debug")
     assert p.returncode == 2 and "Traceback (most recent call last)" in p.stderr
