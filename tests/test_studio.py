@@ -74,8 +74,7 @@ def go(at, view):
     return at
 
 
-def render_controls(at, *, layer="conv1", units="0-1", steps=8):
-    widget(at.selectbox, "layer").set_value(layer)
+def render_controls(at, units="conv1[0-1]", steps=8):
     widget(at.text_input, "units").set_value(units)
     widget(at.number_input, "steps").set_value(steps)
     return at.run()
@@ -89,42 +88,61 @@ def test_opens_on_the_layer_list_and_a_grid_of_labelled_units(app):
     assert [b.label for b in app.button if b.label.startswith("conv1[")] == [
         f"conv1[{k}]" for k in range(16)
     ]
+    # every tile's picture comes from the committed gallery: nothing was rendered
+    assert len(app.image) == 16 and app.session_state.job is None
+    assert "16 of 16 shown are in the gallery" in texts(app)
     button(app, "conv1[5]").click().run()
     assert "conv1[5] — unit 5 of conv1" in texts(app)
     button(app, "← grid").click().run()
     assert "16 units" in texts(app)
 
 
-def test_unit_page_dataset_examples_ranked_by_max_and_mean(app, mnist_digits):
+def test_unit_page_from_the_gallery_with_examples_ranked_by_max_and_mean(app):
+    from fvis.examples import dataset_examples
+
     widget(app.radio, "layer").set_value("conv3").run()
     button(app, "conv3[7]").click().run()
-    by_max = [c for c in captions(app) if c.startswith("#")]
-    assert len(by_max) == 12  # 6 that excite it most, 6 that inhibit it most
-    # the values shown are the unit's max over positions on those digits
+    assert app.session_state.job is None  # shown from the gallery, nothing rendered
+    shown = captions(app)
+    assert shown[0].startswith("maximized · ") and shown[1].startswith("minimized · ")
+    assert sum(c.startswith("diverse · ") for c in shown) == 4
+    prebuilt = sys.modules["fvis_studio.gallery"].PREBUILT[0]
+    manifest = next(prebuilt.glob("*/manifest.json"))
+    data = json.loads(manifest.read_text())
+    unit = next(u for u in data["units"] if u["unit"] == "conv3[7]")
+    by_max = [c for c in shown if c.startswith("#")]
+    assert by_max == [f"#{e['index']}: {e['value']:.3g}" for side in ("top", "bottom")
+                      for e in unit["examples"][side]]  # fmt: skip
+    widget(app.radio, "rank by").set_value("mean").run()
+    k, method = data["recipe"]["examples"], data["recipe"]["heatmap"]
     model = fvis.load_model("fvis:mnist")
-    with torch.no_grad():
-        x = model.fvis_info.normalize(mnist_digits[0])
-        a = fvis.capture(model, x, ["conv3"])["conv3"][:, 7].flatten(1)
-    for got, score in ((by_max, a.amax(1)), (None, a.mean(1))):
-        if got is None:
-            widget(app.radio, "rank by").set_value("mean").run()
-            got = [c for c in captions(app) if c.startswith("#")]
-        v, j = score.topk(6)
-        assert got[:6] == [f"#{j}: {v:.3g}" for v, j in zip(v.tolist(), j.tolist())]
+    (ex,) = dataset_examples(model, None, ["conv3[7]"], k=k, rank="mean", method=method)
+    expected = [
+        f"#{j}: {v:.3g}"
+        for side in ("top", "bottom")
+        for j, v in zip(getattr(ex, f"{side}_index").tolist(), getattr(ex, f"{side}_value"))
+    ]
+    assert [c for c in captions(app) if c.startswith("#")] == expected
+    (code,) = app.code  # the batch recipe that rendered it
+    assert '"conv3[7]"' in code.value and json.loads(code.value)["recipe"] == "render"
 
 
 def test_unit_rendered_on_demand_with_intermediate_images_is_added_to_the_gallery(app, tmp_path):
-    widget(app.radio, "layer").set_value("conv2").run()
-    button(app, "conv2[4]").click().run()
-    assert "conv2[4] is not in the gallery yet." in texts(app)
-    widget(app.number_input, "steps").set_value(100)
+    widget(app.radio, "layer").set_value("pool1").run()
+    assert "0 of 32 shown are in the gallery" in texts(app)
+    button(app, "pool1[4]").click().run()
+    assert "pool1[4] is not in the gallery yet" in texts(app)
+    widget(app.number_input, "steps").set_value(60)
     button(app, "render it").click().run()
-    wait_for(app, lambda at: any(" · step " in c for c in captions(at)))
-    assert [c for c in captions(app) if " · step " in c][0].startswith(("positive", "item 0"))
+    wait_for(app, lambda at: any(c.startswith("step ") for c in captions(at)))
+    preview = [c for c in captions(app) if c.startswith("step ")][0]
+    assert preview.endswith((": pool1[4]", ": 4 images"))
     wait_for(app, lambda at: at.session_state.job is None)
-    assert "conv2[4] added to the gallery" in texts(app)
-    assert {"maximized", "minimized (negative)"} <= set(captions(app))
-    assert (tmp_path / "studio").exists()
+    assert "pool1[4] added to the gallery" in texts(app)
+    shown = captions(app)
+    assert shown[0].startswith("maximized · ") and shown[1].startswith("minimized · ")
+    assert sum(c.startswith("diverse · ") for c in shown) == 4
+    assert list((tmp_path / "studio").glob("*/pool1/0004/unit.json"))
     button(app, "← grid").click().run()
     assert "1 of 32 shown are in the gallery" in texts(app)
 
@@ -132,19 +150,19 @@ def test_unit_rendered_on_demand_with_intermediate_images_is_added_to_the_galler
 def test_render_shows_progress_and_cancel_stops_it(app):
     model = fvis.load_model("fvis:mnist")
     go(app, "Render")
-    render_controls(app, units="0-3", steps=100_000)
+    render_controls(app, units="conv1[0-3]", steps=100_000)
     button(app, "render").click().run()
     job = app.session_state.job
-    wait_for(app, lambda at: any(" · step " in c for c in captions(at)))
-    preview = [c for c in captions(app) if " · step " in c]
-    assert [c.split(" · ")[0] for c in preview] == [f"conv1[{k}]" for k in range(4)]
-    assert 0 < int(preview[0].rsplit(" ", 1)[1]) < 100_000
+    wait_for(app, lambda at: any(c.startswith("step ") for c in captions(at)))
+    (preview,) = [c for c in captions(app) if c.startswith("step ")]
+    step, names = preview.removeprefix("step ").split(": ")
+    assert names == "conv1[0] conv1[1] conv1[2] conv1[3]" and 0 < int(step) < 100_000
     # a control changed mid-render: the page redraws, the render goes on with its recipe
-    widget(app.selectbox, "layer").set_value("conv3")
-    widget(app.text_input, "units").set_value("0-70")
+    widget(app.text_input, "units").set_value("conv3[60-70]")
+    widget(app.number_input, "seed").set_value(5)
     app.run()
     assert not app.exception and job.running
-    assert "unit 64 is out of range: conv3 has units 0–63" in texts(app)
+    assert "channel 64 is out of range (valid: 0..63)" in texts(app)
     button(app, "cancel").click().run()
     assert job.wait(10) and job.status == "cancelled" and job.step < 100_000
     wait_for(app, lambda at: at.session_state.job is None)
@@ -154,7 +172,7 @@ def test_render_shows_progress_and_cancel_stops_it(app):
     assert not studio_model.training
     assert not any(p.requires_grad for p in studio_model.parameters())
     # the session is still usable: a short render finishes into the history
-    render_controls(app, layer="output", units="3", steps=8)
+    render_controls(app, units="class[3]", steps=8)
     button(app, "render").click().run()
     wait_for(app, lambda at: at.session_state.job is None)
     (entry,) = app.session_state.history
@@ -181,22 +199,23 @@ def test_recipe_download_and_upload_give_the_identical_image(app, monkeypatch):
 
     monkeypatch.setattr(storage.MemoryMediaFileStorage, "load_and_get_id", spy)
     go(app, "Render")
-    render_controls(app, layer="conv3", units="2,5", steps=6)
+    render_controls(app, units="conv3[2] -conv3[5]", steps=6)
     widget(app.number_input, "seed").set_value(3).run()
     button(app, "render").click().run()
     wait_for(app, lambda at: at.session_state.job is None)
     recipe = offered["render-1.json"]
     recipe = recipe.encode() if isinstance(recipe, str) else recipe
-    assert json.loads(recipe)["units"] == [2, 5] and json.loads(recipe)["seed"] == 3
+    assert json.loads(recipe)["units"] == ["conv3[2]", "-conv3[5]"]
+    assert json.loads(recipe)["seed"] == 3
     # change the controls, then load the recipe back: it renders what it says
-    render_controls(app, layer="conv1", units="0", steps=9)
+    render_controls(app, units="conv1[0]", steps=9)
     widget(app.file_uploader, "load a recipe").set_value(("r.json", recipe, "application/json"))
     app.run()
     wait_for(app, lambda at: len(at.session_state.history) == 2)
     first, second = app.session_state.history
     assert second.recipe == first.recipe
     assert torch.equal(first.images, second.images)
-    assert widget(app.text_input, "units").value == "2,5"
+    assert widget(app.text_input, "units").value == "conv3[2] -conv3[5]"
     assert Image.open(io.BytesIO(offered["render-2.png"])).size[0] > 0
 
 
@@ -260,23 +279,29 @@ def test_a_nan_during_optimization_stops_the_render_with_a_message(app, tmp_path
     fvis.models.save(model, tmp_path / "nan.pt", "fvis:mnist")
     widget(app.sidebar.text_input, "model").set_value(str(tmp_path / "nan.pt")).run()
     go(app, "Render")
-    render_controls(app, layer="conv2", units="0", steps=50)
+    render_controls(app, units="conv2[0]", steps=50)
     button(app, "render").click().run()
     wait_for(app, lambda at: at.session_state.job is None)
     assert any("the objective became nan at step 1 of 50" in e.value for e in app.error)
-    render_controls(app, layer="conv2", units="1", steps=5)  # still usable
+    render_controls(app, units="conv2[1]", steps=5)  # still usable
     assert not app.exception and not app.error
 
 
-def test_out_of_range_units_are_refused_in_the_page(app):
+@pytest.mark.parametrize(
+    "units, message",
+    [
+        ("fc1[120-130]", "channel 128 is out of range (valid: 0..127)"),
+        ("class[10]", "class 10 is out of range (valid: 0..9)"),
+        ("conv3[5-2]", "range 5-2 runs backwards"),
+        ("conv3:5", "write channel 5 of conv3 as conv3[5]"),
+        ("nope[1]", "nope"),
+    ],
+)
+def test_bad_units_are_refused_in_the_page(app, units, message):
     go(app, "Render")
-    render_controls(app, layer="fc1", units="120-130")
-    assert any("unit 128 is out of range: fc1 has units 0–127" in e.value for e in app.error)
+    render_controls(app, units=units)
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
     assert button(app, "render").disabled
-    widget(app.text_input, "units").set_value("5-2").run()
-    assert any("runs backwards" in e.value for e in app.error)
-    widget(app.text_input, "units").set_value("x").run()
-    assert any("cannot read units 'x'" in e.value for e in app.error)
 
 
 def test_a_model_that_cannot_load_is_a_message_not_another_model(app):

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 from fvis_studio import serve  # noqa: E402
+from fvis_studio.gallery import PREBUILT  # noqa: E402  (the committed gallery)
 
 ALL_IMAGES_LOADED = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
 
@@ -42,5 +43,24 @@ def test_studio_grid_to_unit_page_in_chromium(studio, browser):
     page.wait_for_function(f"document.images.length >= 12 && {ALL_IMAGES_LOADED}", timeout=30_000)
     widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
     assert len(widths) >= 12 and min(widths) > 0
+    assert errors == []
+    page.close()
+
+
+def test_static_gallery_opens_from_the_file_system(browser):
+    """The committed gallery's pages, opened as files: index → a layer's grid → a unit
+    page; every image of each loads (lazy images are scrolled into view first)."""
+    (index,) = PREBUILT[0].glob("*/index.html")
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    seen = 0
+    for url in (index.as_uri(), (index.parent / "conv1" / "page-1.html").as_uri(),
+                (index.parent / "conv1" / "0003.html").as_uri()):  # fmt: skip
+        page.goto(url)
+        page.evaluate("[...document.images].forEach(i => i.scrollIntoView())")
+        page.wait_for_function(ALL_IMAGES_LOADED, timeout=30_000)
+        seen += page.evaluate("document.images.length")
+    assert seen >= 16 + 7  # a grid of conv1's 16 units, and a unit page's 7 pictures
     assert errors == []
     page.close()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from fvis_studio import explaining, history, jobs_ui, rendering, state, units
-from fvis_studio.gallery import Gallery
+from fvis_studio import explaining, history, jobs_ui, models, rendering, state, units
+from fvis_studio.gallery import Gallery, store_base
 from fvis_studio.models import layer_list, load
 
 WEIGHTS = {"trained": "DEFAULT", "random init": None}
@@ -60,7 +60,7 @@ def sidebar() -> Context | None:
         st.error(f"Cannot load model {spec!r} (weights: {choice}): {e}")
         st.caption("Fix the model or weights in the sidebar; no other model was loaded.")
         return None
-    gallery = Gallery.for_model(spec, weights, model)
+    gallery = models.gallery(spec, weights, str(store_base()))
     sb.caption(f"{model.fvis_info.name or spec}: {len(layers)} layers. {gallery.describe()}")
     return Context(spec, weights, model, layers, gallery)
 
@@ -68,6 +68,7 @@ def sidebar() -> Context | None:
 def main() -> None:
     st.set_page_config(page_title="fvis studio", layout="wide")
     state.init()
+    models.warm_up()
     ctx = sidebar()
     if ctx is None:
         return

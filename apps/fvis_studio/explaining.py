@@ -12,6 +12,7 @@ from fvis import heatmap
 from fvis.attribution import METHODS, get
 from fvis.attribution.base import upsample
 from fvis.attribution.layer import LayerGradientXActivation, conv_layer, top_channels
+from fvis.recipes import ExplainRecipe
 from fvis_studio import state
 from fvis_studio.tiles import downloads, picture
 from fvis_studio.uploads import UploadError, read_image
@@ -86,9 +87,8 @@ def show(ctx) -> None:
         picture(over[0] if over.dim() == 4 else over), caption=f"{method} for {ctx.labels[target]}"
     )
     with c[0]:
-        downloads(over[0] if over.dim() == 4 else over,
-                  {"kind": "explain", "model": ctx.spec, "weights": ctx.weights, "method": method,
-                   "target": target, "input": what}, "explanation", key="e-dl")  # fmt: skip
+        recipe = ExplainRecipe(method=method, layer=layer, target=target, top=int(top))
+        downloads(over[0] if over.dim() == 4 else over, recipe.to_json(), "explanation", "e-dl")
     if layer is None:
         return
     blocks(ctx, x, base, target, layer, int(top))
@@ -117,4 +117,4 @@ def blocks(ctx, x, base, target: int, layer: str, top: int) -> None:
                 st.caption(f"{u} ({s:+.3g}), not rendered yet")
             st.image(picture(heatmap.overlay(base, m[None])), caption="where it counted")
             st.button(str(u), key=f"e-open-{c}", on_click=state.open_unit, args=(u,),
-                      use_container_width=True)  # fmt: skip
+                      type="tertiary", help="open its page")  # fmt: skip

@@ -7,36 +7,42 @@ from __future__ import annotations
 import streamlit as st
 
 from fvis.image import grid as image_grid
-from fvis_studio import state, work
+from fvis_studio import state
 from fvis_studio.tiles import downloads, tile
 
 MAX_ENTRIES = 24  # oldest results are dropped beyond this (images are kept in memory)
 
 
-def add(recipe: dict, result, labels: list[str], curve: list[float]) -> None:
+def add(model: str, recipe, result, units, scores: list[str], curve: list[float]) -> None:
     entries = st.session_state.history
-    entries.append(state.Entry(recipe, work.units_of(recipe), result.images, labels, curve))
+    entries.append(state.Entry(model, recipe, units, result.images, scores, curve))
     del entries[:-MAX_ENTRIES]
 
 
-def settings(recipe: dict) -> str:
-    r = recipe
-    lr = "auto" if r["lr"] is None else f"{r['lr']:g}"
-    sign = "min " if r["negative"] else ""
-    return (f"{sign}{r['param']} · {r['prior']} · {r['steps']} steps · lr {lr} · "
-            f"tv {r['tv']:g} · seed {r['seed']}")  # fmt: skip
+def settings(model: str, recipe) -> str:
+    """The recipe's settings that differ from the defaults, in one line."""
+    default, skip = type(recipe)().to_dict(), ("units", "seeds", "recipe", "format")
+    changed = [f"{k} {v}" for k, v in recipe.to_dict().items() if k not in skip and v != default[k]]
+    return f"{model} · {recipe.steps} steps · seed {recipe.seed} · " + (
+        " · ".join(changed) or "defaults"
+    )
 
 
 def entry(i: int, ncol: int = 8) -> None:
     """History entry ``i``: its settings, labelled tiles and downloads."""
     e = st.session_state.history[i]
-    st.caption(f"#{i + 1}: {settings(e.recipe)}")
+    st.caption(f"#{i + 1}: {settings(e.model, e.recipe)}")
     for start in range(0, len(e.units), ncol):
         cols = st.columns(ncol)
         for j, col in enumerate(cols[: len(e.units) - start], start):
             with col:
-                tile(e.images[j], f"{e.units[j]} · {e.scores[j]}", e.units[j], f"h{i}-{j}")
-    downloads(image_grid(e.images, ncol=ncol), e.recipe, f"render-{i + 1}", key=f"h{i}")
+                tile(
+                    e.images[j],
+                    f"{e.units[j]} · {e.scores[j]}",
+                    state.page_of(e.units[j]),
+                    f"h{i}-{j}",
+                )
+    downloads(image_grid(e.images, ncol=ncol), e.recipe.to_json(), f"render-{i + 1}", key=f"h{i}")
 
 
 def show(ctx) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from fvis.image import grid
 from fvis_studio import history
 from fvis_studio.jobs import Job
-from fvis_studio.tiles import grid
+from fvis_studio.tiles import TILE_PX
 
-POLL_S = 0.25  # how often the page redraws a running job
+POLL_S = 0.4  # how often the page redraws a running job (each redraw sends one PNG)
 
 
 def start(work_and_steps, **info) -> Job:
@@ -40,18 +41,15 @@ def progress() -> None:
     st.button("cancel", key="cancel", on_click=job.cancel)
     if job.preview is not None:
         names = job.info.get("names") or []
-        names = (
-            names
-            if len(names) == len(job.preview)
-            else [f"item {i}" for i in range(len(job.preview))]
-        )
-        items = [
-            (img, f"{name} · step {job.preview_step}", None)
-            for img, name in zip(job.preview, names)
-        ]
-        grid(items, ncol=8, key="preview")
+        what = " ".join(names) if len(names) == len(job.preview) else f"{len(job.preview)} images"
+        st.image(preview(job.preview), caption=f"step {job.preview_step}: {what}")
     if job.curve:
         st.line_chart(job.curve, height=160, x_label="step", y_label="mean objective")
+
+
+def preview(images):
+    """The intermediate images as one picture, enlarged like the tiles."""
+    return grid(images, ncol=min(len(images), 8), scale=max(1, TILE_PX // max(images.shape[-2:])))
 
 
 def collect(ctx) -> None:
@@ -65,11 +63,12 @@ def collect(ctx) -> None:
     elif job.status == "failed":
         st.session_state.job_error = f"The render failed: {job.error}"
     elif job.info["kind"] == "render":
-        result, labels = job.result
-        history.add(job.info["recipe"], result, labels, job.curve)
+        result, units, scores = job.result
+        history.add(job.info["model"], job.info["recipe"], result, units, scores, job.curve)
         st.session_state.job_note = f"rendered {job.total} steps"
     else:
-        job.info["gallery"].add(job.result)
+        files, record = job.result
+        job.info["gallery"].add(files, record, job.curve[: job.info["steps"]])
         st.session_state.job_note = f"{job.info['unit']} added to the gallery"
 
 

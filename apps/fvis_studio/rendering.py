@@ -1,107 +1,115 @@
 """The render view: any units of any layer, rendered live in a background job.
 
-Controls describe a recipe; *render* fixes it and starts a :class:`~fvis_studio.jobs.Job`
-(one at a time per session). While it runs, a fragment redraws the progress bar, the
-latest intermediate images and the objective curve a few times a second; *cancel* stops
-it at the next step. Controls can change meanwhile: the job keeps the recipe it started
-with. A finished render goes to the session history (:mod:`~fvis_studio.history`).
+The controls describe a :class:`fvis.recipes.RenderRecipe` (one control per setting,
+its default and the default's source from the recipe itself); *render* fixes the
+recipe and starts a job (:mod:`~fvis_studio.jobs_ui`). While it runs, the progress bar,
+the latest intermediate images and the objective curve are redrawn a few times a
+second and *cancel* stops it at the next step; the controls can change meanwhile (the
+job keeps its recipe). A finished render goes to the session history. A recipe file
+(the studio's download, or ``fvis render --save-recipe``) loads back into the controls
+and renders.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 import fvis
-from fvis.hooks import OUTPUT
+from fvis.recipes import RenderRecipe
 from fvis_studio import history, jobs_ui, work
 from fvis_studio.uploads import UploadError, read_json
 
-
-def parse_units(text: str, n: int, layer: str) -> list[int]:
-    """``"3"``, ``"0-7"``, ``"1,4,9"`` or a mix → unit indices, each checked against ``n``."""
-    out = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        a, dash, b = part.partition("-")
-        try:
-            lo, hi = int(a), int(b) if dash else int(a)
-        except ValueError:
-            raise ValueError(
-                f"cannot read units {text!r}: write indices and ranges such as 0-7 or 1,4,9"
-            ) from None
-        if hi < lo:
-            raise ValueError(f"range {part} runs backwards: write {hi}-{lo}")
-        out += range(lo, hi + 1)
-    work.check_units(layer, out, n)
-    return out
+MAIN = ("steps", "seed", "param", "lr", "tv")  # settings shown first; the rest under "more"
+CHOICES = {"param": fvis.param.KINDS, "transforms": ("standard", "none"),
+           "prior": ("image", "generator:mnist")}  # fmt: skip
+HIDDEN = ("units", "seeds", "diversity_layer", "size")  # set by the units box, a loaded recipe
 
 
-def start(ctx, recipe: dict) -> None:
-    names = [str(u) for u in work.units_of(recipe)]
-    jobs_ui.start(work.render_work(ctx.model, recipe), kind="render", recipe=recipe, names=names)
+def default_units(ctx) -> str:
+    n = ctx.units_in("output")
+    return "class[*]" if n <= 16 else "class[0-7]"
+
+
+def put(recipe: RenderRecipe) -> None:
+    """Show ``recipe`` in the controls (before they are drawn)."""
+    ss = st.session_state
+    ss.r_units = " ".join(recipe.units)
+    for f in dataclasses.fields(RenderRecipe):
+        if f.name not in HIDDEN:
+            v = getattr(recipe, f.name)
+            ss[f"r_{f.name}"] = 0.0 if f.name == "lr" and v is None else v
+    ss.r_base = recipe  # keeps the settings without a control (per-item seeds, ...)
+
+
+def control(col, name: str, default):
+    """The widget of one recipe setting (its value lives in ``st.session_state``)."""
+    help_ = RenderRecipe.SOURCES.get(name, "")
+    key = f"r_{name}"
+    st.session_state.setdefault(key, 0.0 if name == "lr" else default)
+    if name in CHOICES:
+        return col.selectbox(name, CHOICES[name], key=key, help=help_)
+    if name == "lr":
+        v = col.number_input("lr", 0.0, 10.0, step=0.01, format="%.4f", key=key, help=f"0: {help_}")
+        return float(v) or None
+    if isinstance(default, bool):
+        return col.checkbox(name, key=key, help=help_)
+    if isinstance(default, int):
+        lo = 1 if name in ("steps", "repeat") else 0
+        return int(col.number_input(name, lo, 2**31 - 1, key=key, help=help_))
+    return float(col.number_input(name, step=0.05, key=key, help=help_))
+
+
+def controls(ctx) -> RenderRecipe | None:
+    """The recipe the controls describe, or None (with the reason in the page)."""
+    ss = st.session_state
+    base = ss.get("r_base") or RenderRecipe()
+    ss.setdefault("r_units", default_units(ctx))
+    units = st.text_input(
+        "units", key="r_units",
+        help="conv3[5], conv3[0-7], class[3], class[*], -conv3[5] (minimized), "
+        "conv3[5]@(4,3) (a neuron), conv3{3:1,7:-0.5} (a direction); several separated by spaces",
+    )  # fmt: skip
+    values = {}
+    cols = st.columns(len(MAIN))
+    for col, name in zip(cols, MAIN):
+        values[name] = control(col, name, getattr(RenderRecipe(), name))
+    with st.expander("more settings"):
+        rest = [f.name for f in dataclasses.fields(RenderRecipe) if f.name not in (*MAIN, *HIDDEN)]
+        cols = st.columns(4)
+        for i, name in enumerate(rest):
+            values[name] = control(cols[i % 4], name, getattr(RenderRecipe(), name))
+    try:
+        recipe = base.replace(units=tuple(units.split()), **values)
+        if len(recipe.seeds) != len(recipe.unit_list(ctx.model)):
+            recipe = recipe.replace(seeds=())
+    except (ValueError, LookupError) as e:  # a UnitError, an unknown layer, ...
+        st.error(str(e))
+        return None
+    return recipe
+
+
+def start(ctx, recipe: RenderRecipe) -> None:
+    fn, steps = work.render_work(ctx.model, recipe)
+    names = [str(u) for u in recipe.unit_list(ctx.model)]
+    jobs_ui.start((fn, steps), kind="render", recipe=recipe, model=ctx.spec, names=names)
 
 
 def load_recipe(ctx) -> None:
-    """``on_change`` of the recipe uploader: put the recipe in the controls and render it."""
+    """``on_change`` of the recipe uploader: the recipe into the controls, and render it."""
     up = st.session_state.get("recipe_file")
     if up is None:
         return
     try:
-        recipe = {**work.DEFAULTS, **read_json(up.getvalue(), up.name)}
-        if recipe.get("model", ctx.spec) != ctx.spec:
-            raise UploadError(
-                f"{up.name} is a recipe for {recipe['model']!r}; load that model first"
-            )
-        layer, units = recipe["layer"], [int(k) for k in recipe["units"]]
-        work.check_units(layer, units, ctx.units_in(layer))
-    except (UploadError, KeyError, TypeError, ValueError, IndexError) as e:
-        st.session_state.render_error = f"Cannot load the recipe: {e}"
+        data = read_json(up.getvalue(), up.name)
+        recipe = RenderRecipe.from_dict(data)
+        recipe.unit_list(ctx.model)
+    except (UploadError, ValueError, TypeError, LookupError) as e:
+        st.session_state.render_error = f"Cannot load {up.name}: {e}"
         return
-    ss = st.session_state
-    ss.r_layer, ss.r_units = layer, ",".join(map(str, units))
-    ss.r_negative, ss.r_param, ss.r_prior = (
-        bool(recipe["negative"]),
-        recipe["param"],
-        recipe["prior"],
-    )
-    ss.r_steps, ss.r_tv, ss.r_seed = int(recipe["steps"]), float(recipe["tv"]), int(recipe["seed"])
-    ss.r_lr = 0.0 if recipe["lr"] is None else float(recipe["lr"])
-    start(ctx, {**recipe, "units": units})
-
-
-def controls(ctx) -> dict | None:
-    """The recipe the controls describe, or None (with a message) if they are invalid."""
-    names = [r.name for r in ctx.layers]
-    default = names.index(OUTPUT) if OUTPUT in names else len(names) // 2
-    c = st.columns([2, 2, 1, 1])
-    layer = c[0].selectbox(
-        "layer", names, index=default, key="r_layer",
-        format_func=lambda n: "output (classes)" if n == OUTPUT else n,
-    )  # fmt: skip
-    n = ctx.units_in(layer)
-    text = c[1].text_input("units", "0-7", key="r_units", help=f"{layer} has units 0–{n - 1}")
-    negative = c[2].checkbox("minimize", key="r_negative")
-    steps = c[3].number_input("steps", 1, 100_000, 256, key="r_steps")
-    c = st.columns(5)
-    param = c[0].selectbox("parameterization", fvis.param.KINDS, key="r_param")
-    prior = c[1].selectbox("prior", ["image", "generator:mnist"], key="r_prior")
-    lr = c[2].number_input(
-        "learning rate", 0.0, 10.0, 0.0, step=0.01, format="%.4f", key="r_lr",
-        help="0: the parameterization's own (0.05 Fourier/pixel, 0.1 MACO, 0.001 CPPN)",
-    )  # fmt: skip
-    tv = c[3].number_input("total variation", 0.0, 100.0, 0.05, step=0.05, key="r_tv")
-    seed = c[4].number_input("seed", 0, 2**31 - 1, 0, key="r_seed")
-    try:
-        units = parse_units(text, n, layer)
-    except (ValueError, IndexError) as e:
-        st.error(str(e))
-        return None
-    return {
-        "kind": "render", "model": ctx.spec, "weights": ctx.weights, "layer": layer,
-        "units": units, "negative": negative, "param": param, "prior": prior,
-        "steps": int(steps), "lr": float(lr) or None, "tv": float(tv), "seed": int(seed),
-    }  # fmt: skip
+    put(recipe)
+    start(ctx, recipe)
 
 
 def show(ctx) -> None:
@@ -110,13 +118,13 @@ def show(ctx) -> None:
     c = st.columns([1, 3])
     clicked = c[0].button("render", type="primary", disabled=recipe is None, key="render")
     c[1].file_uploader(
-        "load a recipe", type=["json"], key="recipe_file", on_change=load_recipe, args=(ctx,),
-        label_visibility="collapsed",
+        "load a recipe", key="recipe_file", on_change=load_recipe, args=(ctx,),
+        help="a recipe JSON downloaded here or saved by fvis render --save-recipe",
     )  # fmt: skip
     if clicked and recipe is not None:
         try:
             start(ctx, recipe)
-        except (ValueError, IndexError) as e:
+        except ValueError as e:
             st.session_state.render_error = str(e)
     if msg := st.session_state.pop("render_error", None):
         st.error(msg)

@@ -28,11 +28,20 @@ class Unit:
 class Entry:
     """One finished render in the session history."""
 
-    recipe: dict
-    units: list[Unit]
+    model: str
+    recipe: object  # fvis.recipes.RenderRecipe
+    units: list  # fvis.recipes.Unit, one per image
     images: object  # (B, C, H, W) tensor in [0, 1]
-    scores: list[str]  # one label per tile: final activation or p(class)
+    scores: list[str]  # one label per tile: final objective value or p(class)
     curve: list[float] = field(default_factory=list)
+
+
+def page_of(unit) -> Unit | None:
+    """The unit page of a render's unit (:class:`fvis.recipes.Unit`): its channel or
+    class, or None (a direction or a whole layer has no page)."""
+    if unit.kind in ("channel", "neuron", "class") and isinstance(unit.index, int):
+        return Unit(unit.layer, unit.index)
+    return None
 
 
 def init() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 import torch
 from PIL import Image
@@ -32,18 +30,18 @@ def tile(img, caption: str, unit: state.Unit | None, key: str) -> None:
     if unit is not None:
         st.button(
             str(unit), key=f"open-{key}", on_click=state.open_unit, args=(unit,),
-            help="open this unit's page", use_container_width=True,
+            help="open its page", type="tertiary",
         )  # fmt: skip
 
 
-def downloads(img, recipe: dict | None, name: str, key: str) -> None:
-    """Download buttons for the PNG of ``img`` and the ``recipe`` JSON that made it."""
+def downloads(img, recipe: str | None, name: str, key: str) -> None:
+    """Download buttons for the PNG of ``img`` and the ``recipe`` (JSON text) that made it."""
     cols = st.columns(2)
     img = to_pil(img)[0] if isinstance(img, torch.Tensor) else img
-    cols[0].download_button("PNG", png_bytes(img), f"{name}.png", "image/png", key=f"png-{key}")
+    cols[0].download_button("⬇ PNG", png_bytes(img), f"{name}.png", "image/png", key=f"png-{key}")
     if recipe is not None:
         cols[1].download_button(
-            "recipe", json.dumps(recipe, indent=1), f"{name}.json", "application/json",
+            "⬇ recipe", recipe, f"{name}.json", "application/json",
             key=f"recipe-{key}",
         )  # fmt: skip
 

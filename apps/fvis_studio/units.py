@@ -8,9 +8,10 @@ added to it.
 from __future__ import annotations
 
 import streamlit as st
+from PIL import Image
 
 from fvis.hooks import OUTPUT
-from fvis_studio import jobs_ui, models, state, work
+from fvis_studio import gallery, jobs_ui, models, state, work
 from fvis_studio.tiles import downloads, grid, picture
 
 PAGE = 64  # tiles per grid page
@@ -42,22 +43,16 @@ def unit_grid(ctx, layer: str) -> None:
     have = sum(ctx.gallery.has(u) for u in units)
     st.subheader(f"{layer_label(ctx, layer)}: {n} units")
     st.caption(f"{have} of {len(units)} shown are in the gallery; click a unit for its page.")
-    items = []
-    for u in units:
-        thumb = ctx.gallery.thumbnail(u)
-        items.append((thumb, f"{u}" if thumb else f"{u} (not rendered)", u))
-    for start in range(0, len(items), 8):
-        cols = st.columns(8)
-        for col, (thumb, caption, u) in zip(cols, items[start : start + 8]):
+    for start in range(0, len(units), 8):
+        for col, u in zip(st.columns(8), units[start : start + 8]):
             with col:
+                thumb = ctx.gallery.thumbnail(u)
                 if thumb is not None:
-                    st.image(picture(thumb), caption=caption)
+                    st.image(picture(thumb))
                 else:
-                    st.caption(caption)
-                st.button(
-                    str(u), key=f"g-{u}", on_click=state.open_unit, args=(u,),
-                    use_container_width=True,
-                )  # fmt: skip
+                    st.caption("not rendered yet")
+                st.button(str(u), key=f"g-{u}", on_click=state.open_unit, args=(u,),
+                          type="tertiary", help="open its page")  # fmt: skip
 
 
 def unit_page(ctx, unit: state.Unit) -> None:
@@ -65,57 +60,89 @@ def unit_page(ctx, unit: state.Unit) -> None:
     c = st.columns([1, 1, 1, 5])
     c[0].button("← grid", on_click=state.open_grid, args=(unit.layer,), key="u-back")
     if unit.index > 0:
-        c[1].button("previous", on_click=state.open_unit,
-                    args=(state.Unit(unit.layer, unit.index - 1),), key="u-prev")  # fmt: skip
+        prev = state.Unit(unit.layer, unit.index - 1)
+        c[1].button("previous", on_click=state.open_unit, args=(prev,), key="u-prev")
     if unit.index < n - 1:
-        c[2].button("next", on_click=state.open_unit,
-                    args=(state.Unit(unit.layer, unit.index + 1),), key="u-next")  # fmt: skip
-    kind = "class" if unit.layer == OUTPUT else "unit"
-    st.header(f"{unit} — {kind} {unit.index} of {layer_label(ctx, unit.layer)}")
+        nxt = state.Unit(unit.layer, unit.index + 1)
+        c[2].button("next", on_click=state.open_unit, args=(nxt,), key="u-next")
+    what = f"class {ctx.labels[unit.index]}" if unit.layer == OUTPUT else f"unit {unit.index}"
+    st.header(f"{unit} — {what} of {layer_label(ctx, unit.layer)}")
     jobs_ui.messages()
     rec = ctx.gallery.record(unit)
     if rec is None:
-        st.info(f"{unit} is not in the gallery yet.")
-        job = st.session_state.job
-        c = st.columns([1, 1, 4])
-        steps = c[0].number_input("steps", 1, 10_000, work.DEFAULTS["steps"], key="u-steps")
-        if c[1].button(
-            "render it", type="primary", key="u-render", disabled=bool(job and job.running)
-        ):
-            jobs_ui.start(
-                work.unit_work(ctx.model, unit, steps=int(steps)),
-                kind="unit", unit=unit, gallery=ctx.gallery, names=["positive", "negative"],
-            )  # fmt: skip
-        jobs_ui.progress()
+        render_on_demand(ctx, unit)
     else:
-        cols = st.columns([1, 1, 4])
-        with cols[0]:
-            st.image(picture(rec.positive), caption="maximized")
-            downloads(picture(rec.positive), rec.recipe, f"{unit}", key="u-pos")
-        with cols[1]:
-            st.image(picture(rec.negative), caption="minimized (negative)")
+        visualizations(ctx, rec)
+    dataset_examples(ctx, unit, rec)
+
+
+def render_on_demand(ctx, unit: state.Unit) -> None:
+    st.info(f"{unit} is not in the gallery yet: render it as the gallery renders each unit.")
+    job = st.session_state.job
+    c = st.columns([1, 1, 4])
+    steps = c[0].number_input("steps", 1, 100_000, ctx.gallery.recipe.render.steps, key="u-steps")
+    if c[1].button("render it", type="primary", key="u-render", disabled=bool(job and job.running)):
+        jobs_ui.start(
+            work.unit_work(ctx.model, unit, ctx.gallery, steps=int(steps)),
+            kind="unit", unit=unit, gallery=ctx.gallery, steps=int(steps),
+            names=[str(unit)], model=ctx.spec,
+        )  # fmt: skip
+    jobs_ui.progress()
+
+
+def visualizations(ctx, rec) -> None:
+    obj = rec.objective
+    cols = st.columns([1, 1, 4])
+    cols[0].image(picture(rec.images["positive"]), caption=f"maximized · {obj['positive']:.3g}")
+    recipe, item = gallery.render_recipe(rec)
+    if "negative" in rec.images:
+        cols[1].image(picture(rec.images["negative"]), caption=f"minimized · {obj['negative']:.3g}")
+    if "diversity" in rec.images:
         with cols[2]:
-            st.caption("diversity")
-            grid([(img, f"diverse {i}", None) for i, img in enumerate(rec.diversity)], 4, "u-div")
-        if rec.curve:
-            st.line_chart(rec.curve, height=140, x_label="step", y_label="objective")
-        with st.expander("recipe"):
-            st.json(rec.recipe)
-    dataset_examples(ctx, unit)
+            values = obj["diversity"]
+            items = [
+                (img, f"diverse · {v:.3g}", None)
+                for img, v in zip(rec.tiles("diversity", len(values)), values)
+            ]
+            grid(items, len(values), "u-div")
+    if "codespace" in rec.images:
+        st.image(picture(rec.images["codespace"]), caption=f"code space · {obj['codespace']:.3g}")
+    with st.columns([1, 2])[0]:
+        downloads(Image.open(rec.images["positive"]), recipe.to_json(), str(rec.unit), "u-pos")
+    if rec.curve:
+        st.line_chart(rec.curve, height=140, x_label="step", y_label="objective")
+    else:
+        st.caption("objective curve: not recorded by the gallery (its final value is above)")
+    with st.expander(f"recipe (item {item} of its batch; fvis render --recipe reproduces it)"):
+        st.code(recipe.to_json(), language="json")
 
 
-def dataset_examples(ctx, unit: state.Unit) -> None:
+def dataset_examples(ctx, unit: state.Unit, rec) -> None:
+    """Top and bottom held-out digits with where the unit fires, ranked by max or mean."""
     if tuple(ctx.model.fvis_info.input_size) != (1, 28, 28):
         return
     st.subheader("Dataset examples (held-out digits)")
-    rank = st.radio("rank by", ["max", "mean"], horizontal=True, key="u-rank",
-                    format_func=lambda r: f"{r} over positions")  # fmt: skip
-    top, bottom = models.dataset_examples(ctx.spec, ctx.weights, unit.layer, unit.index, rank)
-    for title, rows in (("excite it most", top), ("inhibit it most", bottom)):
-        st.caption(title)
+    rank = st.radio(
+        "rank by", ["max", "mean"], horizontal=True, key="u-rank",
+        format_func=lambda r: f"{r} over positions",
+    )  # fmt: skip
+    g = ctx.gallery.recipe
+    if rec is not None and rec.examples and rank == rec.rank:
+        sides = []
+        for side in ("top", "bottom"):
+            ex = rec.examples[side]
+            images, maps = rec.tiles(side, len(ex)), rec.tiles(f"{side}_maps", len(ex))
+            sides.append([(i, m, e["index"], e["value"]) for i, m, e in zip(images, maps, ex)])
+    else:
+        sides = models.dataset_examples(
+            ctx.spec, ctx.weights, str(unit), rank, g.examples or 8, g.heatmap
+        )
+    for title, rows in zip(("excite it most", "inhibit it most"), sides):
+        st.caption(f"{title} ({rank} over positions; below each, where it fires)")
         cols = st.columns(len(rows))
-        for col, (img, value, j) in zip(cols, rows):
+        for col, (img, heat, j, value) in zip(cols, rows):
             col.image(picture(img), caption=f"#{j}: {value:.3g}")
+            col.image(picture(heat))
 
 
 def show(ctx) -> None:

@@ -1,125 +1,81 @@
-"""What a render recipe asks for, as work a :class:`~fvis_studio.jobs.Job` can run.
-
-A recipe here is a plain JSON object (what the studio downloads and loads back):
-``model``, ``weights``, ``layer``, ``units`` (indices), ``negative``, ``param``,
-``prior``, ``steps``, ``lr`` (null: the parameterization's), ``tv``, ``seed``. The same
-recipe gives the same images, bit for bit, on the same device and thread count.
-"""
+"""Recipes (:mod:`fvis.recipes`, :mod:`fvis.gallery`) as work for a background
+:class:`~fvis_studio.jobs.Job`: ``work(callback)`` runs the recipe with
+``callback`` as ``fvis.render``'s, so the job sees every step."""
 
 from __future__ import annotations
 
 import torch
 
 import fvis
-from fvis import objectives as O
 from fvis.hooks import OUTPUT
-from fvis_studio.state import Unit
-
-DEFAULTS = {"negative": False, "param": "fft", "prior": "image", "steps": 256, "lr": None,
-            "tv": 0.05, "seed": 0}  # fmt: skip
+from fvis.recipes import RenderRecipe, Unit, parse_unit
 
 
-def objective_of(unit: Unit) -> O.Objective:
-    """The objective that maximizes ``unit``: a class logit for ``output``, else the
-    channel (mean over positions; a neuron of a flat layer)."""
-    if unit.layer == OUTPUT:
-        return O.class_logit(unit.index)
-    return O.channel(unit.layer, unit.index)
-
-
-def check_units(layer: str, indices: list[int], n: int) -> None:
-    bad = [k for k in indices if not 0 <= k < n]
-    if bad:
-        raise IndexError(f"unit {bad[0]} is out of range: {layer} has units 0–{n - 1}")
-    if not indices:
-        raise ValueError("choose at least one unit")
-
-
-def units_of(recipe: dict) -> list[Unit]:
-    return [Unit(recipe["layer"], int(k)) for k in recipe["units"]]
-
-
-def render_work(model, recipe: dict):
-    """``(work, steps)``: ``work(callback)`` renders ``recipe`` on ``model`` in one batch
-    (item i maximizes unit i, or minimizes it with ``negative``) and returns
-    ``(RenderResult, scores)``, ``scores`` one label per item."""
-    r = {**DEFAULTS, **recipe}
-    units = units_of(r)
-    objs = [-objective_of(u) if r["negative"] else objective_of(u) for u in units]
-    objective = O.one_per_item(objs)
-    if r["tv"]:
-        objective = objective - float(r["tv"]) * O.total_variation()
-    steps, seed, n = int(r["steps"]), int(r["seed"]), len(units)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
+def render_work(model, recipe: RenderRecipe):
+    """``(work, steps)``: ``work`` renders ``recipe`` and returns ``(RenderResult, units,
+    scores)``. The units are checked against the model first (:class:`UnitError`)."""
+    units = recipe.unit_list(model)
 
     def work(callback):
-        if r["prior"] == "image":
-            param = fvis.param.for_input(model.fvis_info.input_size, n, kind=r["param"], seed=seed)
-        else:
-            from fvis.codespace import param_for
+        result = recipe.run(model, callback=callback)
+        return result, units, scores(model, units, result.images)
 
-            param = param_for(r["prior"], model, batch=n, seed=seed)
-        result = fvis.render(
-            model, objective, param, batch=n, steps=steps, seed=seed, lr=r["lr"],
-            progress=False, callback=callback,
-        )  # fmt: skip
-        return result, scores(model, units, result.images)
-
-    return work, steps
+    return work, recipe.steps
 
 
 def scores(model, units: list[Unit], images: torch.Tensor) -> list[str]:
-    """Per item, what its unit does on the final image: ``p=…`` (softmax) for a class,
-    else the unit's activation (mean over positions)."""
+    """Per item, what its unit does on the final image (no transforms): ``p=…`` (the
+    softmax) for a class, else the value of the unit's objective."""
     info = model.fvis_info
+    objectives = [u.objective(info.labels) for u in units]
+    layers = sorted({n for o in objectives for n in o.layers} | {OUTPUT})
     device = fvis.hooks.model_device(model)
-    layers = sorted({u.layer for u in units} | {OUTPUT})
     with torch.no_grad():
         acts = fvis.capture(model, info.normalize(images.to(device)), layers)
-    out = []
-    for i, u in enumerate(units):
-        a = acts[u.layer][i, u.index]
-        if u.layer == OUTPUT:
-            out.append(f"p={acts[OUTPUT][i].float().softmax(0)[u.index]:.3f}")
-        else:
-            out.append(f"act {a.float().mean():.3g}")
+        out = []
+        for i, (u, o) in enumerate(zip(units, objectives)):
+            if u.kind == "class":
+                k = u.index if isinstance(u.index, int) else info.label_index(u.index)
+                out.append(f"p={acts[OUTPUT][i].float().softmax(0)[k]:.3f}")
+            else:
+                out.append(f"{o(acts)[i]:.3g}")
     return out
 
 
-DIVERSITY = 4  # images in a unit's diversity set
-DIVERSITY_WEIGHT = 1.0  # weight of fvis.objectives.diversity in the diversity set's objective
+def phased(callback, steps: int):
+    """``callback`` for work made of several renders of ``steps`` each: the steps of the
+    k-th render are reported as ``k·steps + step``."""
+    state = {"offset": 0, "last": 0}
+
+    def cb(step, images, values):
+        if step <= state["last"]:
+            state["offset"] += steps
+        state["last"] = step
+        callback(state["offset"] + step, images, values)
+
+    return cb
 
 
-def unit_work(model, unit: Unit, steps: int = 256, seed: int = 0, tv: float = 0.05):
-    """``(work, total steps)``: ``work(callback)`` renders ``unit``'s positive and negative
-    (one batch of 2) and its diversity set (one batch of :data:`DIVERSITY`) and returns a
-    :class:`fvis_studio.gallery.UnitRecord`."""
-    from fvis_studio.gallery import UnitRecord
+def unit_work(model, unit, gallery, steps: int | None = None):
+    """``(work, total steps)``: ``work`` renders one unit as the gallery renders each
+    (:func:`fvis.gallery.build.render_batch` with the gallery's recipe, ``steps``
+    changed if given) and returns ``(files, record)`` for :meth:`Gallery.add`."""
+    from fvis.gallery.build import Job, render_batch
 
-    base = {"layer": unit.layer, "units": [unit.index], "steps": steps, "seed": seed, "tv": tv}
+    recipe = gallery.recipe
+    if steps is not None:
+        recipe = recipe.replace(render=recipe.render.replace(steps=int(steps)))
     info = model.fvis_info
-    penalty = float(tv) * O.total_variation()
-    obj = objective_of(unit)
+    if tuple(info.input_size) != (1, 28, 28):
+        recipe = recipe.replace(examples=0)  # the bundled digits only fit MNIST models
+    spec = parse_unit(str(unit))
+    device = str(fvis.hooks.model_device(model))
+    job = Job(recipe=recipe, threads=torch.get_num_threads(), device=device, labels=info.labels)
+    renders = 1 + recipe.negative + bool(recipe.diversity)
 
     def work(callback):
-        pair = fvis.render(
-            model, O.one_per_item([obj, -obj]) - penalty,
-            fvis.param.for_input(info.input_size, 2, seed=seed), steps=steps, seed=seed,
-            progress=False, callback=callback,
-        )  # fmt: skip
-        div_layer = unit.layer if unit.layer != OUTPUT else None
-        objective = O.one_per_item([obj] * DIVERSITY) - penalty
-        if div_layer is not None:
-            objective = objective + DIVERSITY_WEIGHT * O.diversity(div_layer)
-        div = fvis.render(
-            model, objective, fvis.param.for_input(info.input_size, DIVERSITY, seed=seed + 1),
-            steps=steps, seed=seed + 1, progress=False,
-            callback=lambda s, im, v: callback(steps + s, im, v),
-        )  # fmt: skip
-        return UnitRecord(
-            unit, pair.images[0], pair.images[1], list(div.images),
-            pair.history[:, 0].tolist(), {**DEFAULTS, **base, "kind": "unit"},
-        )  # fmt: skip
+        return render_batch(
+            job, model, unit.layer, 0, [spec], callback=phased(callback, recipe.render.steps)
+        )
 
-    return work, 2 * steps
+    return work, renders * recipe.render.steps
