@@ -1,12 +1,15 @@
-# make demo  — set up the environment and render the bundled model's class visualizations
+# make demo  — set up the environment and open the studio (unit explorer) on the bundled model
 # make test  — set up the environment, lint, and run the test suite (what CI runs)
 # The virtual environment is created once per set of requirements (scripts/venv.sh).
 SHELL := /bin/bash
 VENV = $(shell bash scripts/venv.sh)
 
-.PHONY: demo test lint format bench docs
+.PHONY: demo render test lint format bench docs
 
 demo:
+	@V="$(VENV)" && "$$V/bin/fvis" studio
+
+render:
 	@V="$(VENV)" && "$$V/bin/fvis" render --model fvis:mnist --class all --tv 0.05 -o out/classes.png
 
 test:

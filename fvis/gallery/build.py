@@ -190,9 +190,12 @@ def _png(image_tensor) -> bytes:
     return buf.getvalue()
 
 
-def render_batch(job: Job, model: nn.Module, layer: str, number: int, units: list[Unit]):
+def render_batch(
+    job: Job, model: nn.Module, layer: str, number: int, units: list[Unit], callback=None
+):
     """Render one batch: ``(files, record)`` with ``files`` ``{path in the gallery: PNG
-    bytes}`` and ``record`` the batch's JSON record (units, recipes, values)."""
+    bytes}`` and ``record`` the batch's JSON record (units, recipes, values). ``callback``
+    goes to every render of the batch (:func:`fvis.render`)."""
     from fvis.examples import dataset_examples
 
     recipe = job.recipe
@@ -205,7 +208,7 @@ def render_batch(job: Job, model: nn.Module, layer: str, number: int, units: lis
 
     def run(name: str, r: RenderRecipe, groups: int):
         """Render ``r`` (``groups`` consecutive items per unit) and file the results."""
-        result = r.run(model)
+        result = r.run(model, callback=callback)
         h = r.hash()
         recipes[h] = r.to_dict()
         final = result.history[-1].tolist()

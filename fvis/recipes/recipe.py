@@ -242,8 +242,10 @@ class RenderRecipe(Recipe):
         progress: bool = False,
         thresholds=(),
         importance: bool = False,
+        callback=None,
     ):
-        """Render the recipe on ``model``: an :class:`fvis.RenderResult`."""
+        """Render the recipe on ``model``: an :class:`fvis.RenderResult` (``callback``: as
+        :func:`fvis.render`'s, called after every step)."""
         import fvis
 
         objective = self.objective(model)
@@ -271,6 +273,7 @@ class RenderRecipe(Recipe):
             progress=progress,
             thresholds=thresholds,
             importance=importance,
+            callback=callback,
         )
 
 
