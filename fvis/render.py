@@ -220,7 +220,9 @@ def render(
     thresholds = set(int(t) for t in thresholds)
     history, snapshots, saliency = [], {}, None
 
-    with hooks.guard(model), Progress(steps, f"render {objective.name}"[:60], progress) as bar:
+    # the model's guard is held for one step at a time, so renders (and other fvis calls)
+    # that share a model take turns step by step instead of waiting for a whole render
+    with Progress(steps, f"render {objective.name}"[:60], progress) as bar:
         for step in range(1, steps + 1):
             opt.zero_grad(set_to_none=True)
             images = param()
@@ -231,14 +233,15 @@ def render(
             redirect = (
                 redirected_relu() if step <= redirected_relu_steps else contextlib.nullcontext()
             )
-            with redirect:
-                acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
-                acts[IMAGE] = images
-                values = objective(acts)
-            # gradients for the parameterization (and the image) only: the model's
-            # parameters get none, whatever their requires_grad
-            wrt = [*params, images] if importance else params
-            grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
+            with hooks.guard(model):
+                with redirect:
+                    acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
+                    acts[IMAGE] = images
+                    values = objective(acts)
+                # gradients for the parameterization (and the image) only: the model's
+                # parameters get none, whatever their requires_grad
+                wrt = [*params, images] if importance else params
+                grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
             for p, g in zip(params, grads):
                 p.grad = g
             opt.step()

@@ -205,3 +205,35 @@ def test_no_hook_survives_any_entry_point(make):
         assert outcomes["gradient"] == outcomes["render"] == "ran"
     else:
         assert set(outcomes.values()) - {"ran"} == {"RuntimeError"}
+
+
+def test_a_long_render_lets_other_calls_on_its_model_through_between_steps():
+    """The guard is held per step: a short render started while a long one runs on the
+    same model finishes first, and equals the same render run alone."""
+    model = fvis.load_model("fvis:mnist")
+    alone = fvis.render(model, O.channel("conv2", 1), steps=4, progress=False).images
+    started, stop = threading.Event(), threading.Event()
+    steps_seen = []
+
+    def callback(step, images, values):
+        steps_seen.append(step)
+        started.set()
+        if stop.is_set():
+            raise KeyboardInterrupt
+
+    def long():
+        try:
+            fvis.render(model, O.channel("conv3", 5), steps=100_000, callback=callback,
+                        progress=False)  # fmt: skip
+        except KeyboardInterrupt:
+            pass
+
+    thread = threading.Thread(target=long)
+    thread.start()
+    assert started.wait(60)
+    short = fvis.render(model, O.channel("conv2", 1), steps=4, progress=False).images
+    stop.set()
+    thread.join(60)
+    assert not thread.is_alive() and steps_seen[-1] < 100_000
+    assert torch.equal(short, alone)
+    assert hooks.check_no_hooks(model) == []

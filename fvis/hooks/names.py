@@ -159,6 +159,9 @@ def trace(model: nn.Module, example: torch.Tensor | Sequence[int]) -> Trace:
         shape = tuple(example.shape[1:])
     else:
         shape = tuple(int(s) for s in example)
+    cached = _TRACES.get(model, {}).get(shape)
+    if cached is not None:  # no lock: another thread's long call on the model need not end
+        return cached
     with guard(model):  # one thread per model: the cache entry is computed once
         cache = _TRACES.setdefault(model, {})
         if shape not in cache:

@@ -17,6 +17,10 @@ only in the thread that registered them, :func:`fvis.hooks.hooks_on`), so a forw
 that the user runs in another thread is never touched by fvis's hooks; it does see a
 training-mode model in eval mode while an fvis call runs.
 
+Long calls hold the guard in slices: ``render`` takes it for each optimization step, so
+another session's call on the same model waits one step, not a whole render (the studio
+relies on this); the model is exactly as found between steps.
+
 :func:`refuse_script` refuses TorchScript modules, whose operations the interceptor
 cannot see.
 """
