@@ -9,6 +9,7 @@ statistics untouched, and no hook survives any public entry point.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -222,11 +223,9 @@ def test_a_long_render_lets_other_calls_on_its_model_through_between_steps():
             raise KeyboardInterrupt
 
     def long():
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             fvis.render(model, O.channel("conv3", 5), steps=100_000, callback=callback,
                         progress=False)  # fmt: skip
-        except KeyboardInterrupt:
-            pass
 
     thread = threading.Thread(target=long)
     thread.start()
