@@ -471,7 +471,7 @@ def test_train_your_own_generator_end_to_end(tmp_path, mnist_model):
 
 def test_sampling_prior_gives_clean_varied_digits(gen, mlp_model):
     """The fitted sampling prior (a Gaussian mixture over encoded training digits, see
-    fvis/generators/MNIST_GAN.md): 88.9 % of 1,000 samples are classified with p > 0.9 by the
+    generators/MNIST_GAN.md): 88.9 % of 1,000 samples are classified with p > 0.9 by the
     independent MLP (the N(mean, std) prior: 54.5 %); on 200 samples ≥ 80 %, every digit
     present and none above 25 %. Code-space search still starts from the Gaussian."""
     gi = gen.fvis_generator

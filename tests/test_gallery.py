@@ -90,7 +90,11 @@ def test_manifest_validates_and_the_site_links_every_unit(reference):
         assert Image.open(root / u["images"]["diversity"]).size[0] > 2 * 28
         top = [e["value"] for e in u["examples"]["top"]]
         assert top == sorted(top, reverse=True) and top[-1] >= u["examples"]["bottom"][0]["value"]
+        # the objective per step of the positive render; its last entry is the final value
+        assert len(u["curve"]) == 3
+        assert u["curve"][-1] == pytest.approx(u["objective"]["positive"], rel=1e-4, abs=1e-6)
     page = (root / "conv1" / "0001.html").read_text()
+    assert "<h2>Objective while optimizing</h2><figure><svg" in page
     links = ('href="0000.html"', 'href="0002.html"', 'href="page-1.html"', "0001/top-maps.png")
     for link in links:
         assert link in page

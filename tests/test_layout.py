@@ -1,5 +1,5 @@
 """The package layout: visualization does not depend on attribution, and the generator
-priors' import path is their folder."""
+priors' import path is their folder (top-level ``generators/``, linked as ``fvis/generators``)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def test_generators_import_path_is_their_folder_and_scripts_stay_unimported():
     import fvis.generators
 
     assert Path(fvis.generators.__file__).parent == ROOT / "fvis" / "generators"
+    # the design card's top-level folder, linked into the package as apps/ is
+    assert (ROOT / "fvis" / "generators").resolve() == ROOT / "generators"
+    assert (ROOT / "fvis" / "apps").resolve() == ROOT / "apps"
     assert "fvis.generators.mnist_gan" in loaded
     assert "fvis.generators.train_mnist_gan" not in loaded
     assert "fvis.generators.fit_prior" not in loaded
@@ -45,7 +48,7 @@ def test_only_the_hook_layer_touches_module_internals():
     """Hook registration and TorchFunctionMode appear only in fvis/hooks/ (in the library
     and the front ends built on it)."""
     offenders = []
-    for folder in ("fvis", "apps", "gallery"):
+    for folder in ("fvis", "apps", "gallery", "generators"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if (ROOT / "fvis" / "hooks") in path.parents:
                 continue

@@ -73,7 +73,8 @@ class Gallery:
         ] = {}  # folder, entry, recipes, curve
         if manifest is not None:
             for e in manifest["units"]:
-                self.entries[Unit(e["layer"], e["index"])] = (root, e, manifest["recipes"], [])
+                entry = (root, e, manifest["recipes"], e.get("curve", []))
+                self.entries[Unit(e["layer"], e["index"])] = entry
 
     @classmethod
     def for_model(cls, spec: str, weights, model, base: Path) -> Gallery:

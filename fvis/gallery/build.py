@@ -217,6 +217,8 @@ def render_batch(
             rec = per_unit[i]
             rec["renders"][name] = {"recipe": h, "items": items}
             rec["objective"][name] = final[items[0]] if groups == 1 else [final[j] for j in items]
+            if name == "positive":  # the objective per step, as the unit page plots it
+                rec["curve"] = [float(f"{v:.5g}") for v in result.history[:, i].tolist()]
             rel = f"{layout.slug(layer)}/{units[i].index:04d}/{layout.IMAGES[name]}"
             files[rel] = _png(result.images[items[0]] if groups == 1 else result.images[items])
             rec["images"][name] = rel

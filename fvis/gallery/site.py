@@ -128,6 +128,23 @@ def _figure(src: str, caption: str, cls: str = "big") -> str:
     )
 
 
+def _curve_svg(values: list[float], width: int = 360, height: int = 120) -> str:
+    """The objective per step as an inline SVG polyline (no script, no external file)."""
+    lo, hi = min(values), max(values)
+    span, last = (hi - lo) or 1.0, max(len(values) - 1, 1)
+    points = " ".join(
+        f"{4 + i * (width - 8) / last:.1f},{height - 14 - (v - lo) * (height - 22) / span:.1f}"
+        for i, v in enumerate(values)
+    )
+    label = f"steps 1–{len(values)}: {values[0]:.4g} → {values[-1]:.4g} (max {hi:.4g})"
+    return (
+        f'<figure><svg width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(label, quote=True)}"><polyline fill="none" stroke="#36c" '
+        f'stroke-width="1.5" points="{points}"/></svg><figcaption>{escape(label)}'
+        "</figcaption></figure>"
+    )
+
+
 def _unit_page(root, manifest, layer, u, prev, nxt, page) -> None:
     images = {k: v.split("/", 1)[1] for k, v in u["images"].items()}
     obj = u["objective"]
@@ -140,6 +157,8 @@ def _unit_page(root, manifest, layer, u, prev, nxt, page) -> None:
         caption = f"in the generator's code space: {obj['codespace']:.4g}"
         parts.append(_figure(images["codespace"], caption))
     sections = [f"<section>{''.join(parts)}</section>"]
+    if u.get("curve"):
+        sections.append(f"<h2>Objective while optimizing</h2>{_curve_svg(u['curve'])}")
     if "diversity" in images:
         values = ", ".join(f"{v:.3g}" for v in obj["diversity"])
         caption = f"objective with the diversity term: {values}"

@@ -177,7 +177,7 @@ def main(argv=None) -> None:
     p.add_argument(
         "--out",
         default=None,
-        help="checkpoint path (default: the bundled fvis/generators/weights/mnist.pt)",
+        help="checkpoint path (default: the bundled generators/weights/mnist.pt)",
     )
     p.add_argument("--name", default=None, help="stored name (default: the file's stem)")
     p.add_argument("--code-dim", type=int, default=16)

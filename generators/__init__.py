@@ -15,8 +15,8 @@ images are not ``N(0, I)``, and sampling that Gaussian gives many shapes between
 name                    generator
 ======================  =============================================================
 ``mnist``               VAE-GAN trained on the bundled MNIST digits (16-d code, 28×28
-                        grey); weights in ``fvis/generators/weights/mnist.pt``, model card
-                        ``fvis/generators/MNIST_GAN.md``, made by ``train_mnist_gan.py``
+                        grey); weights in ``generators/weights/mnist.pt``, model card
+                        ``generators/MNIST_GAN.md``, made by ``train_mnist_gan.py``
 ``PATH.pt``             a checkpoint written by ``train_mnist_gan.py --out PATH.pt``
                         (your own data; see the model card's "Train your own")
 ======================  =============================================================
