@@ -23,7 +23,7 @@ import torch
 torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_attr_sweep import build  # noqa: E402  (the sweep's models: randomized BatchNorm)
+from test_attr_sweep import SWEEP, build  # noqa: E402  (the sweep's methods and models)
 
 MODELS = {
     "fvis:mnist": (1, 28, 28),
@@ -48,17 +48,12 @@ def _attempt(fn):
 def outputs(spec: str, shape) -> dict:
     import fvis
     from fvis import attribution as A
-    from fvis.attribution.composites import EpsilonAlpha2Beta1, EpsilonGammaBox
 
     model = build(spec)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, *shape, generator=g)
     res = {}
-    methods = dict(A.METHODS)
-    methods["lrp_alpha2beta1"] = lambda m: A.LRP(m, EpsilonAlpha2Beta1())
-    methods["lrp_gamma_box"] = lambda m: A.LRP(m, EpsilonGammaBox())
-    methods["simple_taylor"] = A.SimpleTaylor
-    for name, make in methods.items():
+    for name, make in SWEEP.items():
         kw = {"generator": 0} if name in ("smoothgrad", "smoothgrad_squared", "vargrad") else {}
         res[name] = _attempt(lambda make=make, kw=kw: make(model).attribute(x, **kw))
     res["layer_gxa"] = _attempt(lambda: A.LayerGradientXActivation(model).attribute(x))

@@ -38,6 +38,7 @@ METHODS: dict[str, Callable[[nn.Module], Attribution]] = {
     "deeplift_reveal_cancel": lambda model: DeepLift(model, "reveal_cancel"),
     "lrp": LRP,
     "deep_taylor": DeepTaylor,
+    "simple_taylor": SimpleTaylor,
     "cam": CAM,
     "gradcam": GradCAM,
     "gradcam_plus_plus": GradCAMPlusPlus,
