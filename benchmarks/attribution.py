@@ -49,7 +49,7 @@ from fvis.attribution import (
     SmoothGradSquared,
     VarGrad,
 )
-from fvis.attribution.integrated import make_baselines
+from fvis.attribution.baselines import make_baselines
 
 
 def load(spec: str):

@@ -15,9 +15,10 @@ from torch import nn
 import fvis
 from fvis import objectives
 from fvis.attribution.base import Attribution
+from fvis.attribution.baselines import baseline, make_baselines
 from fvis.attribution.cam import CAM, GradCAM, GradCAMPlusPlus, GuidedGradCAM
 from fvis.attribution.gradient import Gradient, GradientXInput, Saliency, Sensitivity
-from fvis.attribution.integrated import IntegratedGradients, baseline, make_baselines, quadrature
+from fvis.attribution.integrated import IntegratedGradients, quadrature
 from fvis.attribution.layer import (
     LayerGradientXActivation,
     LayerIntegratedGradients,

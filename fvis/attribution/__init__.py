@@ -13,11 +13,12 @@ from torch import nn
 
 from fvis.attribution import canonizers, composites, rules
 from fvis.attribution.base import Attribution
+from fvis.attribution.baselines import baseline
 from fvis.attribution.cam import CAM, GradCAM, GradCAMPlusPlus, GuidedGradCAM
 from fvis.attribution.deeplift import DeepLift
 from fvis.attribution.gradient import Gradient, GradientXInput, Saliency, Sensitivity
 from fvis.attribution.guided import Deconvnet, GuidedBackprop
-from fvis.attribution.integrated import IntegratedGradients, baseline
+from fvis.attribution.integrated import IntegratedGradients
 from fvis.attribution.layer import LayerGradientXActivation, LayerIntegratedGradients, top_channels
 from fvis.attribution.lrp import LRP
 from fvis.attribution.smooth import SmoothGrad, SmoothGradSquared, VarGrad

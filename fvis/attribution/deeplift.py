@@ -64,8 +64,8 @@ from torch import Tensor
 from fvis import hooks
 from fvis.attribution import algebra, pooling
 from fvis.attribution.base import Attribution, item_sums, resolve_target
+from fvis.attribution.baselines import generator, make_baselines
 from fvis.attribution.canonizers import canonized, default_canonizers
-from fvis.attribution.integrated import generator, make_baselines
 from fvis.attribution.reveal_cancel import Parts, RevealCancel, padded, rescale_multiplier
 from fvis.hooks import Activations
 
@@ -218,7 +218,7 @@ class _Policy(algebra.Policy):
 
 def reference_for(spec, inputs: Tensor, info, gen=None) -> Tensor:
     """One reference like ``inputs`` from ``spec`` (the baselines of
-    :func:`fvis.attribution.integrated.make_baselines`; ``None`` is ``"black"``)."""
+    :func:`fvis.attribution.baselines.make_baselines`; ``None`` is ``"black"``)."""
     spec = "black" if spec is None else spec
     refs = make_baselines(spec, inputs, info, generator(gen) if gen is not None else None)
     if refs.shape[0] != 1:

@@ -34,7 +34,8 @@ from fvis.attribution.base import (
     row_chunks,
     upsample,
 )
-from fvis.attribution.integrated import generator, make_baselines, quadrature
+from fvis.attribution.baselines import generator, make_baselines
+from fvis.attribution.integrated import quadrature
 from fvis.errors import check_int
 
 __all__ = [

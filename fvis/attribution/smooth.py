@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from fvis.attribution.base import Attribution, Target, check_inputs, default_rows, row_chunks
+from fvis.attribution.baselines import generator, rand, valid_range
 from fvis.attribution.gradient import Gradient
-from fvis.attribution.integrated import _rand, generator, valid_range
 from fvis.errors import check_finite, check_int
 
 __all__ = ["SmoothGrad", "SmoothGradSquared", "VarGrad"]
@@ -110,7 +110,7 @@ class SmoothGrad(Attribution):
         def noisy(j: int) -> torch.Tensor:
             if j not in copies:
                 copies.clear()
-                t = x + sigma * _rand("normal", x, gen)
+                t = x + sigma * rand("normal", x, gen)
                 copies[j] = torch.maximum(torch.minimum(t, hi), lo) if clip else t
             return copies[j]
 

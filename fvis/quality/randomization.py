@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fvis.attribution.base import Attribution, Target
-from fvis.attribution.integrated import generator as make_generator
+from fvis.attribution.baselines import generator as make_generator
 from fvis.attribution.layer import execution_order
 
 __all__ = ["Randomization", "model_randomization", "spearman"]

@@ -15,7 +15,7 @@ from torch import nn
 from fvis import hooks
 from fvis import transforms as T
 from fvis.attribution.base import Target, scores
-from fvis.attribution.integrated import generator as make_generator
+from fvis.attribution.baselines import generator as make_generator
 from fvis.models.info import info as model_info
 
 __all__ = ["diversity", "transfer", "transformation_robustness"]
