@@ -93,10 +93,12 @@ def _unit_specs(args) -> list[str]:
 
 def render_recipe(args):
     """The :class:`fvis.recipes.RenderRecipe` the ``fvis render`` options describe."""
+    from fvis.errors import check_int
     from fvis.recipes import RenderRecipe
 
     if args.recipe:
         return RenderRecipe.from_json(Path(args.recipe).read_text())
+    check_int("--batch", args.batch)  # the recipe's repeat: named as the user typed it
     return RenderRecipe(
         units=tuple(_unit_specs(args)),
         steps=args.steps,
@@ -197,8 +199,11 @@ def explain_recipe(args):
 
 
 def cmd_explain(args) -> int:
+    from fvis.explain import REPORT_FORMATS
+    from fvis.io import check_output
     from fvis.recipes import input_image
 
+    check_output(args.output, REPORT_FORMATS)  # before any work
     recipe = explain_recipe(args)
     if recipe.groups and Path(args.output).suffix.lower() in (".html", ".htm"):
         raise ValueError("--groups writes a picture: give -o a .png (or .jpg/.webp) path")

@@ -171,6 +171,13 @@ def compare(
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
     if not methods:
         raise ValueError("compare needs at least one method")
+    names = [entry if isinstance(entry, str) else entry[0] for entry in methods]
+    unknown = sorted(set(options or {}) - set(names))
+    if unknown:
+        raise ValueError(
+            f"options for {', '.join(map(repr, unknown))}, which is not among the methods "
+            f"compared; valid keys: {', '.join(names)}"
+        )
     meta = model_info(model)
     x = inputs.detach()
     resolved = Target(model, x, target)
