@@ -156,7 +156,7 @@ def building_blocks(
     img = image if image.dim() == 4 else image.unsqueeze(0)
     device = fvis.hooks.model_device(model)
     x = meta.normalize(img.to(device))
-    with torch.no_grad():
+    with fvis.hooks.guard(model), torch.no_grad():  # eval mode, restored after
         probs = model(x).softmax(1)[0]
     k = int(probs.argmax()) if target is None else meta.label_index(target)
     if not 0 <= k < probs.numel():

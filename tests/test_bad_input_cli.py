@@ -1,12 +1,14 @@
 """Bad input through the command line: a user error is one line on stderr and exit status
 2, never a traceback (``--debug`` shows it); Ctrl-C exits with 130.
 
-Most cases call ``fvis.cli.main`` in this process (the same code path as the ``fvis``
-script, without 2-3 s of start-up each); a representative few run it as a subprocess.
+Every case in :data:`CASES` runs as its own process (forked from one that has imported
+fvis; see :data:`FORK_SERVER`); a few run a fresh interpreter; the checks that need to
+replace a function (the render must not start, Ctrl-C, a bug) call ``main`` in this process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,25 +111,79 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_user_error_is_one_line_with_status_2(case, tmp_path, capsys, monkeypatch):
-    args, words = CASES[case]
-    (tmp_path / "t.png").write_text("not an image")
+# Each case runs as its own process, forked from one that has imported fvis and torch (a
+# fork server: a fraction of a second a case instead of 2-3 s of start-up). The child
+# runs what the installed `fvis` script runs, `sys.exit(main())`, with stdout and stderr
+# on files, and ends as the interpreter would (SystemExit's status, or Python's own
+# traceback and status 1 for any other exception) but by os._exit, skipping the
+# interpreter's slow teardown of torch.
+FORK_SERVER = """
+import json, os, sys, tempfile
+import torch, torchvision, fvis, fvis.cli, fvis.data, fvis.explain, fvis.recipes
+fvis.data.mnist("test")  # imported and read once, before the forks (one thread: fork-safe)
+from fvis.cli import main
+results = {}
+for key, args in json.load(sys.stdin).items():
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: the fvis command
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.argv = ["fvis", *args]
+        try:
+            sys.exit(main())
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            if not isinstance(e.code, int | None):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    err.seek(0)
+    results[key] = [status, err.read().decode()]
+json.dump(results, sys.stdout)
+"""
+
+
+def _fill(args, folder: Path) -> list[str]:
+    """``{tmp}`` and ``{ckpt:KIND}`` in a case's arguments, made in ``folder``."""
+    (folder / "t.png").write_text("not an image")
     ckpts = {}
-    args = [
-        a.replace("{tmp}", str(tmp_path))
+    return [
+        a.replace("{tmp}", str(folder))
         if "{ckpt:" not in a
-        else str(ckpts.setdefault(a, _ckpt(tmp_path, a[6:-1])))
+        else str(ckpts.setdefault(a, _ckpt(folder, a[6:-1])))
         for a in args
     ]
-    code, err = run_main(args, capsys)
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory):
+    """``case -> (folder, arguments, exit status, stderr)`` for every case in ``CASES``."""
+    folders = {case: tmp_path_factory.mktemp("case") for case in CASES}
+    cases = {case: _fill(CASES[case][0], folders[case]) for case in CASES}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", FORK_SERVER], input=json.dumps(cases),
+                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    results = json.loads(p.stdout)
+    return {case: (folders[case], cases[case], *results[case]) for case in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_user_error_is_one_line_with_status_2(case, processes):
+    folder, args, code, err = processes[case]
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"fvis {args[0]}: "), err
-    for w in words:
+    for w in CASES[case][1]:
         assert w in lines[0], (w, lines[0])
-    assert not list(tmp_path.glob("r.*")) and not list(tmp_path.glob("out.*"))
+    assert not list(folder.glob("r.*")) and not list(folder.glob("out.*"))
 
 
 @pytest.mark.parametrize("args", [RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"],
