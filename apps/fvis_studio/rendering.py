@@ -12,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 import fvis
+from fvis.errors import check_finite
 from fvis.hooks import OUTPUT
 from fvis_studio import history, jobs_ui, work
 from fvis_studio.uploads import UploadError, read_json
@@ -32,6 +33,7 @@ def parse_units(text: str, n: int, layer: str) -> list[int]:
             ) from None
         if hi < lo:
             raise ValueError(f"range {part} runs backwards: write {hi}-{lo}")
+        work.check_units(layer, [hi], n)  # before a range of 10¹¹ units is built
         out += range(lo, hi + 1)
     work.check_units(layer, out, n)
     return out
@@ -54,7 +56,12 @@ def load_recipe(ctx) -> None:
                 f"{up.name} is a recipe for {recipe['model']!r}; load that model first"
             )
         layer, units = recipe["layer"], [int(k) for k in recipe["units"]]
+        if layer not in {r.name for r in ctx.layers}:
+            raise UploadError(f"{up.name} names layer {layer!r}, which {ctx.spec} does not have")
         work.check_units(layer, units, ctx.units_in(layer))
+        steps, seed = int(recipe["steps"]), int(recipe["seed"])  # every value read and
+        tv = check_finite("tv", recipe["tv"])  # checked before the controls change
+        lr = 0.0 if recipe["lr"] is None else check_finite("lr", recipe["lr"])
     except (UploadError, KeyError, TypeError, ValueError, IndexError) as e:
         st.session_state.render_error = f"Cannot load the recipe: {e}"
         return
@@ -65,8 +72,7 @@ def load_recipe(ctx) -> None:
         recipe["param"],
         recipe["prior"],
     )
-    ss.r_steps, ss.r_tv, ss.r_seed = int(recipe["steps"]), float(recipe["tv"]), int(recipe["seed"])
-    ss.r_lr = 0.0 if recipe["lr"] is None else float(recipe["lr"])
+    ss.r_steps, ss.r_tv, ss.r_seed, ss.r_lr = steps, tv, seed, lr
     start(ctx, {**recipe, "units": units})
 
 
