@@ -31,7 +31,11 @@ def assert_message(at, *words):
 
 
 UNITS = {
-    "range of 10^11 units": ("conv1", "0-99999999999", ["99999999999", "conv1 has units 0–15"]),
+    "range of 10^11 units": (
+        "conv1",
+        "0-99999999999",
+        ["unit 16 is out of range", "conv1 has units 0–15"],
+    ),
     "negative unit": ("conv1", "-3", ["cannot read units '-3'"]),
     "fractional unit": ("conv3", "1.5", ["cannot read units '1.5'"]),
     "class out of range": ("output", "10", ["10", "0–9"]),

@@ -33,7 +33,7 @@ def parse_units(text: str, n: int, layer: str) -> list[int]:
             ) from None
         if hi < lo:
             raise ValueError(f"range {part} runs backwards: write {hi}-{lo}")
-        work.check_units(layer, [hi], n)  # before a range of 10¹¹ units is built
+        work.check_units(layer, [lo, min(hi, n)], n)  # before a range of 10¹¹ units is built
         out += range(lo, hi + 1)
     work.check_units(layer, out, n)
     return out
