@@ -258,12 +258,20 @@ def cmd_studio(args) -> int:
     return subprocess.call(cmd)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, as fvis's other user errors:
+    ``PROG: error: MESSAGE (see PROG --help)``, exit status 2. Subcommands inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fvis.param import KINDS
     from fvis.recipes import ExplainRecipe, RenderRecipe
 
     D, E = RenderRecipe(), ExplainRecipe()
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="fvis", description="Feature visualization and attribution for PyTorch models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
