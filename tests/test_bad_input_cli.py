@@ -43,6 +43,9 @@ def no_render(monkeypatch):
     monkeypatch.setattr(fvis, "render", refuse)
 
 
+CHECKPOINTS = ("self", "truncated", "mismatched")
+
+
 def _ckpt(tmp_path, kind):
     path = tmp_path / f"{kind}.pt"
     if kind == "self":
@@ -112,6 +115,35 @@ CASES = {
     ),  # fmt: skip
     "explain -o r.txt": (["explain", "-o", "{tmp}/r.txt"], ["'.txt'", ".html"]),
     "explain --groups to html": (["explain", "--groups", "2", "-o", "{tmp}/r.html"], [".png"]),
+    "gallery --layers ../x": (
+        ["gallery", "--layers", "conv1,../x", "-q", "-o", "{tmp}/g"],
+        ["'../x'", "cannot name a gallery folder"],
+    ),
+    "gallery --shard 3/2": (
+        ["gallery", "--layers", "conv1", "--shard", "3/2", "-q", "-o", "{tmp}/g"],
+        ["--shard", "0 <= K < N", "'3/2'"],
+    ),
+    "layers --model torchvision:resnet_nope": (
+        ["layers", "--model", "torchvision:resnet_nope"],
+        ["'resnet_nope'", "resnet18"],
+    ),
+    "layers --weights missing": (
+        ["layers", "--weights", "{tmp}/nothing.pt"],
+        ["nothing.pt", "missing", "weights=None"],
+    ),
+    "evaluate --methods nope": (
+        ["evaluate", "--methods", "nope", "-o", "{tmp}/e"],
+        ["'nope'", "Nearest: none", "gradient"],
+    ),
+    "evaluate --images 0": (["evaluate", "--images", "0", "-o", "{tmp}/e"], ["--images", "≥ 1"]),
+    "attribute --images missing": (
+        ["attribute", "--images", "{tmp}/none", "-o", "{tmp}/a"],
+        ["none is not a folder of images"],
+    ),
+    "attribute --batch 0": (
+        ["attribute", "--images", "{tmp}", "--batch", "0", "-o", "{tmp}/a"],
+        ["batch", "≥ 1"],
+    ),
 }
 
 
@@ -187,7 +219,8 @@ def test_user_error_is_one_line_with_status_2(case, processes):
     assert re.match(rf"fvis( {args[0]})?: error: ", lines[0]), err  # argparse: "fvis: error"
     for w in CASES[case][1]:
         assert w in lines[0], (w, lines[0])
-    assert not list(folder.glob("r.*")) and not list(folder.glob("out.*"))
+    made = {p.name for p in folder.iterdir()} - {"t.png", *(f"{k}.pt" for k in CHECKPOINTS)}
+    assert not made, f"a refused command wrote {made}"
 
 
 @pytest.mark.parametrize("args", [RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"],
