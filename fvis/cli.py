@@ -130,8 +130,8 @@ def cmd_render(args) -> int:
     from fvis.transforms import fit
 
     check_output(args.output)  # before any work
+    recipe = render_recipe(args)  # its settings checked before the model loads
     model = _load(args)
-    recipe = render_recipe(args)
     units = recipe.unit_list(model)
     thresholds = _int_list(args.thresholds) if args.thresholds else ()
     result = recipe.run(

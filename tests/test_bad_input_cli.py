@@ -35,12 +35,14 @@ def run_main(args, capsys):
 
 @pytest.fixture
 def no_render(monkeypatch):
-    """Fail the test if a render starts: the refusal must come before any work."""
+    """Fail the test if a model loads or a render starts: the refusal comes before any work."""
+    import fvis.recipes
 
     def refuse(*args, **kwargs):
         raise AssertionError("the render started")
 
     monkeypatch.setattr(fvis, "render", refuse)
+    monkeypatch.setattr(fvis.recipes, "load_model", refuse)
 
 
 CHECKPOINTS = ("self", "truncated", "mismatched")
@@ -224,7 +226,8 @@ def test_user_error_is_one_line_with_status_2(case, processes):
 
 
 @pytest.mark.parametrize("args", [RENDER + ["--class", "1", "-o", "{tmp}/out.xyz"],
-                                  RENDER + ["--class", "1", "--size", "10000"]])  # fmt: skip
+                                  RENDER + ["--class", "1", "--size", "10000"],
+                                  ["explain", "-o", "{tmp}/r.txt"]])  # fmt: skip
 def test_refused_before_the_render_starts(args, tmp_path, capsys, no_render):
     code, err = run_main([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
     assert code == 2 and "render started" not in err
