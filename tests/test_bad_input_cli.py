@@ -70,7 +70,7 @@ CASES = {
     "--channel 99": (RENDER + ["--layer", "conv3", "--channel", "99"], ["99", "0..63"]),
     "--channel 0-99999": (
         RENDER + ["--layer", "conv1", "--channel", "0-99999"],
-        ["out of range", "0..15"],
+        ["channel 16 is out of range", "0..15"],
     ),
     "--class 12": (RENDER + ["--class", "12"], ["12", "0..9"]),
     "--class 2.5": (RENDER + ["--class", "2.5"], ["'2.5'"]),

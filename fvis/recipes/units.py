@@ -181,8 +181,8 @@ def _items(text: str, spec: str, kind: str, count: int | None, labels) -> list[i
             if b < a:
                 raise UnitError(f"unit {spec!r}: range {part} runs backwards; write {b}-{a}")
             if count is not None and b >= count:
-                raise UnitError(
-                    f"unit {spec!r}: {what} {b} is out of range (valid: 0..{count - 1})"
+                raise UnitError(  # the first unit out of range, before the range is built
+                    f"unit {spec!r}: {what} {max(a, count)} is out of range (valid: 0..{count - 1})"
                 )
             _check_many(len(out) + b - a + 1, spec)
             out.extend(range(a, b + 1))
@@ -203,7 +203,8 @@ def parse_units(text: str, *, count=None, labels=None) -> list[Unit]:
 
     ``count``: ``layer -> number of channels`` (a callable; ``"output"`` counts the
     classes), needed for ``*`` and used to check ranges. ``labels``: the model's class
-    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling.
+    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling,
+    and for more than one render's batch of units (:data:`fvis.param.MAX_BATCH`).
     """
     specs = text.split()
     if not specs:
