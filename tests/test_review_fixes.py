@@ -148,3 +148,17 @@ def test_server_that_fails_after_much_stderr_reports_it_at_once():
     ):
         pass
     assert time.monotonic() - start < 15
+
+
+def test_predicted_mask_runs_a_training_mode_model_in_eval_mode():
+    from fvis.models.segmentation import predicted_mask
+
+    torch.manual_seed(0)
+    seg = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5),
+                        nn.Conv2d(4, 3, 1))  # fmt: skip
+    seg[1].running_var.fill_(4.0)
+    x = torch.randn(2, 1, 8, 8)
+    want = predicted_mask(seg.eval(), x, 1)
+    stats = {k: v.clone() for k, v in seg.state_dict().items()}
+    assert torch.equal(predicted_mask(seg.train(), x, 1), want)
+    assert all(torch.equal(v, seg.state_dict()[k]) for k, v in stats.items()) and seg.training
