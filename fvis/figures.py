@@ -163,6 +163,7 @@ def compare(
     same class for every method). ``images``: what to draw under the heatmaps (default:
     ``model.fvis_info.denormalize(inputs)``). ``options[name]``: keyword arguments for
     that method (e.g. ``{"integrated_gradients": {"steps": 64}}``)."""
+    from fvis import hooks
     from fvis.attribution import get
     from fvis.attribution.base import Target
     from fvis.outputs import select
@@ -171,6 +172,13 @@ def compare(
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
     if not methods:
         raise ValueError("compare needs at least one method")
+    names = [entry if isinstance(entry, str) else entry[0] for entry in methods]
+    unknown = sorted(set(options or {}) - set(names))
+    if unknown:
+        raise ValueError(
+            f"options for {', '.join(map(repr, unknown))}, which is not among the methods "
+            f"compared; valid keys: {', '.join(names)}"
+        )
     meta = model_info(model)
     x = inputs.detach()
     resolved = Target(model, x, target)
@@ -186,7 +194,7 @@ def compare(
     probs = None
     if resolved.classes is not None:
         classes = resolved.classes
-        with torch.no_grad():
+        with hooks.guard(model), torch.no_grad():  # eval mode, restored after
             out = select(model(x), resolved.key)
         if out.dim() == 2:
             probs = out.softmax(1).gather(1, classes.view(-1, 1)).squeeze(1).cpu()

@@ -29,15 +29,6 @@ from fvis.attribution.smooth import SmoothGrad, SmoothGradSquared, VarGrad
 from fvis.hooks import LayerError, check_no_hooks
 from fvis.models.info import ModelInfo, attach
 
-
-def _guided_available() -> bool:
-    try:
-        from fvis.attribution.guided import GuidedBackprop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------- tiny hand-set nets
 
 
@@ -128,7 +119,8 @@ def test_max_net_sensitivity_and_gradient_x_input():
 
 
 def test_gradient_x_input_is_simple_taylor_at_root_0(mnist_model, mnist_digits):
-    taylor = pytest.importorskip("fvis.attribution.taylor")
+    from fvis.attribution import taylor
+
     x = mnist_model.fvis_info.normalize(mnist_digits[0][:2])
     ours = GradientXInput(mnist_model).attribute(x, 3)
     at_zero = taylor.SimpleTaylor(mnist_model).attribute(x, 3, root=0.0)  # the zero model input
@@ -420,7 +412,6 @@ def test_layer_defaults_and_names(mnist_model):
     assert_clean(r18, before)
 
 
-@pytest.mark.skipif(not _guided_available(), reason="fvis.attribution.guided not written yet")
 def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(mnist_model, mnist_digits):
     from fvis.attribution.guided import GuidedBackprop
 
@@ -524,9 +515,8 @@ def sweep_methods(model):
         "layer_ig": lambda x, t: LayerIntegratedGradients(m).attribute(
             x, t, steps=3, reduce="position", upsample=True
         ),
+        "guided_gradcam": lambda x, t: GuidedGradCAM(m).attribute(x, t),
     }
-    if _guided_available():
-        methods["guided_gradcam"] = lambda x, t: GuidedGradCAM(m).attribute(x, t)
     return methods
 
 

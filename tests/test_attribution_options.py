@@ -42,7 +42,8 @@ def test_ig_multiply_by_inputs_false_is_the_path_averaged_gradient():
 
 
 def test_ig_multiply_by_inputs_false_equals_captum(mnist_model, mnist_digits):
-    captum_attr = pytest.importorskip("captum.attr")
+    import captum.attr as captum_attr
+
     images, labels = mnist_digits
     x = mnist_model.fvis_info.normalize(images[:2])
     before = snapshot(mnist_model)
@@ -94,7 +95,8 @@ def test_smoothgrad_noise_relative_to_each_sample_hand_computed():
 def test_smoothgrad_relative_to_sample_equals_zennit(mnist_model, mnist_digits):
     # zennit's SmoothGrad draws n_iter − 1 noisy copies from the global generator and adds
     # the noise-free gradient as the last one: (n + 1)·zennit − ∇f(x) = n·fvis
-    zennit_attr = pytest.importorskip("zennit.attribution")
+    import zennit.attribution as zennit_attr
+
     from fvis.attribution import Gradient, SmoothGrad
 
     images, labels = mnist_digits
@@ -171,7 +173,8 @@ def test_gradcam_attribute_to_layer_input_equals_captum(mnist_model, mnist_digit
     assert not torch.allclose(
         to_input, GradCAM(mnist_model).attribute(x, labels[:3], layer="relu3")
     )
-    captum_attr = pytest.importorskip("captum.attr")
+    import captum.attr as captum_attr
+
     ref = captum_attr.LayerGradCam(mnist_model, mnist_model.relu3).attribute(
         x, labels[:3], attribute_to_layer_input=True, relu_attributions=True
     )
@@ -213,7 +216,8 @@ def test_guided_gradcam_interpolation_equals_captum(mnist_model, mnist_digits):
     assert torch.allclose(near, guided * cam.repeat_interleave(2, 2).repeat_interleave(2, 3))
     bilinear = GuidedGradCAM(mnist_model).attribute(x, labels[:2], layer="relu3")
     assert not torch.allclose(near, bilinear)
-    captum_attr = pytest.importorskip("captum.attr")
+    import captum.attr as captum_attr
+
     for mode, ours in (("nearest", near), ("bilinear", bilinear)):
         ref = captum_attr.GuidedGradCam(mnist_model, mnist_model.relu3).attribute(
             x, labels[:2], interpolate_mode=mode
@@ -236,7 +240,7 @@ def test_gradcam_several_layers_equals_pytorch_grad_cam(mnist_model, mnist_digit
     scaled = [upsample((p - a) / (b - a + 1e-7), (28, 28)) for p, a, b in zip(parts, lo, hi)]
     assert torch.allclose(ours, (scaled[0] + scaled[1]) / 2, atol=1e-6)
     assert ours[2].amax() < 0.5  # item 2: relu2's map is 0 everywhere, relu3's has max 1
-    cam_mod = pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam as cam_mod
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     peer_model = copy.deepcopy(mnist_model).requires_grad_(True)  # it needs weight gradients

@@ -3,19 +3,17 @@
 Each case is refused before any work with one of fvis's documented user-error types
 (:func:`fvis.errors.user_errors`) and a one-line message that names what was wrong, or
 (batching, 400 units, file formats) is handled right. The command line is tested in
-``test_bad_input_cli.py``.
+``test_bad_input_cli.py``, the studio in ``test_bad_input_studio.py``, fuzzing in
+``test_fuzz.py``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
@@ -492,46 +490,3 @@ def test_unreadable_and_bomb_images(tmp_path, monkeypatch):
     Image.new("L", (40, 40)).save(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 px > 2 × limit: a "bomb"
     refused(lambda: load_image(tmp_path / "big.png"), ValueError, "big.png", "decompression")
-
-
-# ---------------------------------------------------------------- fuzzing: objective arithmetic
-_X = {"image": torch.rand(2, 1, 5, 5), "output": torch.randn(2, 4)}
-_BASE = [O.class_logit(0), O.class_logit(3), O.total_variation(), O.l2(constant=0.5)]
-_NUMBER = st.one_of(
-    st.floats(-1e6, 1e6).filter(lambda v: v == 0 or abs(v) > 1e-6),
-    st.integers(-(10**6), 10**6),
-    st.sampled_from([NAN, INF, -INF, 0.0]),
-)
-
-
-@st.composite
-def _expression(draw, depth=3):
-    if depth == 0 or draw(st.booleans()):
-        return draw(st.sampled_from(_BASE)), False
-    left, bad = draw(_expression(depth=depth - 1))
-    op = draw(st.sampled_from(["+", "-", "*", "/", "neg", "+obj", "-obj"]))
-    if op in ("+obj", "-obj"):
-        right, bad_r = draw(_expression(depth=depth - 1))
-        return (left + right if op == "+obj" else left - right), bad or bad_r
-    if op == "neg":
-        return -left, bad
-    k = draw(_NUMBER)
-    nonfinite = not math.isfinite(k) or (op == "/" and k == 0)
-    try:
-        value = {"+": lambda: left + k, "-": lambda: k - left, "*": lambda: k * left,
-                 "/": lambda: left / k}[op]()  # fmt: skip
-    except ValueError:  # NonFiniteError included
-        assert nonfinite
-        return left, True
-    assert not nonfinite, f"{op} {k} accepted"
-    return value, bad
-
-
-@settings(max_examples=150, deadline=None, derandomize=True)
-@given(_expression())
-def test_fuzz_objective_arithmetic_never_gives_nan(expr):
-    """Arithmetic with any number either refuses a non-finite one (NonFiniteError) or
-    divides by zero with a ValueError; what it builds is always finite, shape (B,)."""
-    objective, _ = expr
-    value = objective(_X)
-    assert value.shape == (2,) and torch.isfinite(value).all(), objective.name

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 
 def test_benchmark_suite_smoke(tmp_path):
-    pytest.importorskip("quantus")
     from benchmarks.__main__ import main
 
     assert main(["--smoke", "--only", "engine,attribution,evaluation", "--out", str(tmp_path)]) == 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 
 import pytest
+import timm
 import torch
+import transformers
 from PIL import Image
 
 import fvis
@@ -18,9 +20,6 @@ from fvis.cli import main as cli
 from fvis.models import info, load_model, save
 from fvis.outputs import OutputView
 from fvis.param import for_input
-
-timm = pytest.importorskip("timm")
-transformers = pytest.importorskip("transformers")
 
 torch.set_num_threads(1)
 

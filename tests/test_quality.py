@@ -160,7 +160,8 @@ def test_spearman():
     # tie-averaged ranks (1.5, 1.5, 3, 4.5, 4.5) vs (1..5); centred: (−1.5, −1.5, 0, 1.5,
     # 1.5)·(−2, −1, 0, 1, 2) = 9, norms 3 and √10
     assert spearman(*ties).item() == pytest.approx(9 / (3 * math.sqrt(10.0)))
-    scipy_stats = pytest.importorskip("scipy.stats")
+    import scipy.stats as scipy_stats
+
     u, v = torch.randn(2, 50).round(), torch.randn(2, 50)
     for i in range(2):
         assert spearman(u[i : i + 1], v[i : i + 1]).item() == pytest.approx(
@@ -248,7 +249,8 @@ def test_orders_rank_true_relevance_morf_random_lerf():
 
 
 def test_pixel_flipping_equals_quantus_region_perturbation(mnist_model, mnist_digits):
-    quantus = pytest.importorskip("quantus")
+    import quantus
+
     images, labels = mnist_digits
     x, y = mnist_model.fvis_info.normalize(images[::250]), labels[::250]
     maps = Saliency(mnist_model).attribute(x, y)
@@ -266,7 +268,8 @@ def test_pixel_flipping_equals_quantus_region_perturbation(mnist_model, mnist_di
 
 
 def test_road_imputation_matches_grad_cam_and_is_used():
-    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    import pytorch_grad_cam.metrics.road as road
+
     g = torch.Generator().manual_seed(3)
     img = torch.rand(2, 3, 9, 11, generator=g)
     removed = torch.rand(2, 9, 11, generator=g) < 0.4
@@ -317,7 +320,8 @@ def test_infidelity_hand_computed_on_linear_model():
     got_n = infidelity(net, x, gxi, 0, n=n, sigma=sigma, normalize=True)
     assert torch.allclose(got_n, ((beta * a - d) ** 2).mean(0), rtol=1e-4, atol=1e-9)
     # captum, given the same perturbations (its rows are item-major)
-    metrics = pytest.importorskip("captum.metrics")
+    import captum.metrics as metrics
+
     item_major = pert.transpose(0, 1).reshape(-1, 1, 8, 8)
 
     def perturb(inputs):
@@ -342,7 +346,8 @@ def test_max_sensitivity_hand_computed_on_linear_model():
     got = max_sensitivity(GradientXInput(net), x, 0, n=n, radius=radius)
     assert torch.allclose(got, expected, rtol=1e-5)
     assert torch.allclose(max_sensitivity(Gradient(net), x, 0, n=n), torch.zeros(2))
-    metrics = pytest.importorskip("captum.metrics")
+    import captum.metrics as metrics
+
     item_major = delta.transpose(0, 1).reshape(-1, 1, 8, 8)
 
     def explain(inputs, target):  # captum: a tuple (or a tensor) in and out, under no_grad

@@ -76,7 +76,6 @@ def test_reveal_cancel_carries_parts_through_concatenation():
     assert abs(delta.item()) < 1e-12
     rescale = DeepLift(net, "rescale").attribute(x, 0)
     assert torch.allclose(rescale, t([0, 0, 0, 6, 9, 0]), atol=1e-12)
-    pytest.importorskip("captum")
     from captum.attr import DeepLift as CaptumDeepLift
     from captum.testing.helpers.basic_models import ReLULinearModel
 
@@ -247,7 +246,6 @@ def zennit_lrp(net, composite, x, target):
 
 @pytest.mark.parametrize("make", [vgg_like, bn_like])
 def test_lrp_composites_equal_zennit(make):
-    pytest.importorskip("zennit")
     from zennit import composites as Z
     from zennit.canonizers import SequentialMergeBatchNorm
 
@@ -500,7 +498,6 @@ def test_deep_taylor_refuses_inputs_outside_each_rules_domain():
 
 # ---------------------------------------------------------------- item 15
 def test_deeplift_multipliers_equal_captum():
-    pytest.importorskip("captum")
     from captum.attr import DeepLift as CaptumDeepLift
 
     torch.manual_seed(15)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 import fvis
 from fvis.hooks import check_no_hooks
 
-AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "studio.py")
 
 

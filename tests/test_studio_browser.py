@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("playwright.sync_api")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 from fvis_studio import serve  # noqa: E402
 from fvis_studio.gallery import PREBUILT  # noqa: E402  (the committed gallery)

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -43,27 +44,38 @@ def studio(env: dict | None = None, timeout: float = 60):
         f"--server.port={port}", "--server.address=127.0.0.1",
         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    err = proc.stderr.read().decode()[-2000:]
-                    raise RuntimeError(f"streamlit did not start: {err}") from None
-                time.sleep(0.1)
+    with server(cmd, f"http://127.0.0.1:{port}", "/_stcore/health", full, timeout) as url:
         yield url
-    finally:
-        proc.terminate()
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], url: str, health: str, env: dict | None = None, timeout: float = 60):
+    """Run ``cmd`` until ``url + health`` answers; yields ``url``; stops it on exit. Its
+    stderr goes to a temporary file, not a pipe: a pipe nobody reads fills (64 KiB) and
+    blocks the server; the file's tail is the error when the server does not start."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url + health, timeout=1)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        proc.kill()
+                        proc.wait()
+                        err.seek(max(0, err.seek(0, os.SEEK_END) - 2000))
+                        tail = err.read().decode(errors="replace")
+                        raise RuntimeError(f"{' '.join(cmd[:4])} did not start: {tail}") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @contextlib.contextmanager

@@ -56,7 +56,7 @@ def get(name: str) -> Callable[[nn.Module], Attribution]:
 
         near = difflib.get_close_matches(key, METHODS, n=4, cutoff=0.4)
         raise ValueError(
-            f"Unknown attribution method {name!r}. Nearest: {', '.join(near)}. "
+            f"Unknown attribution method {name!r}. Nearest: {', '.join(near) or 'none'}. "
             f"All: {', '.join(METHODS)}."
         )
     return METHODS[key]

@@ -358,8 +358,12 @@ class Target:
             self.key, target = target.key, target.classes
         if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
             self.key, target = target  # ("out", 15): class 15 of output entry "out"
-            if isinstance(target, str | tuple):
-                raise TypeError(f"target ({self.key!r}, ...) needs classes, not {target!r}")
+            if isinstance(target, str | tuple | Objective):
+                raise TypeError(
+                    f"target ({self.key!r}, ...) names an output entry, which needs classes, not "
+                    f"{target!r}; an Objective names its own layers (pass it alone, e.g. "
+                    "objectives.class_region(..., key=...))"
+                )
         if isinstance(target, Objective):
             self.objective = target
             return

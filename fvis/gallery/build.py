@@ -337,10 +337,9 @@ def _local(job: Job, model, batches) -> Iterator:
 def _ray_start(address: str | None, workers: int | None, gpus: float | None) -> float:
     """Join the Ray cluster at ``address`` (or start one here with ``workers`` CPUs);
     returns the GPUs per task: ``gpus``, or 1 when the cluster has GPUs, else 0."""
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("--ray needs Ray: pip install 'fvis[ray]'") from e
+    from fvis.models.optional import require
+
+    ray = require("ray", "ray", "--ray")
     if not ray.is_initialized():
         ray.init(
             address=address,

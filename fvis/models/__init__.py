@@ -25,6 +25,7 @@ ViT's image size); a ``transformers`` model comes back as a view returning its l
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import pickle
@@ -143,7 +144,8 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
                 f"{', '.join('fvis:' + n for n in BUNDLED)}."
             )
         make, fname, meta = BUNDLED[name]
-        model = make()
+        with _seeded():
+            model = make()
         if weights is None:
             return _prepare(model, meta, device, spec)
         path = WEIGHTS_DIR / fname if weights == "DEFAULT" else Path(weights)
@@ -165,9 +167,7 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
             from fvis.models.timm_models import load as build
         else:
             from fvis.models.hf_models import load as build
-        # A random init is seeded, so a spec gives the same model in every process.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(INIT_SEED)
+        with _seeded():
             model, meta = build(name, weights, **kwargs)
         return _prepare(model, meta, device, spec, kwargs)
     if _is_checkpoint(spec):
@@ -176,6 +176,15 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
         f"Cannot read model spec {spec!r}. Use 'fvis:mnist', 'torchvision:resnet18', "
         "'timm:resnet18', 'hf:FOLDER' or a path to a checkpoint written by fvis.models.save."
     )
+
+
+@contextlib.contextmanager
+def _seeded():
+    """Torch's generator at :data:`INIT_SEED` for the block and restored after it: a random
+    init (and the init under loaded weights) is the same model in every process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        yield
 
 
 def _adopt(model: nn.Module, device) -> nn.Module:

@@ -85,17 +85,21 @@ def _processor(folder: Path | None) -> dict:
 
 
 def _fixed(model: nn.Module, size: tuple[int, int, int]) -> bool:
-    """Whether ``model`` refuses an input 16 px larger than ``size`` (ViT does)."""
+    """Whether ``model`` refuses an input 16 px larger than ``size`` (ViT does) while it
+    takes ``size`` itself; a model that fails at ``size`` too raises that error."""
     c, h, w = size
-    x = torch.zeros(1, c, h + 16, w + 16, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
     training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(x)
-        return False
-    except (ValueError, RuntimeError, AssertionError):
-        return True
+            try:
+                model(torch.zeros(1, c, h + 16, w + 16, device=device))
+                return False
+            except (ValueError, RuntimeError, AssertionError):
+                pass
+            model(torch.zeros(1, c, h, w, device=device))  # raises unless it is the size
+            return True
     finally:
         model.train(training)
 

@@ -33,7 +33,10 @@ def predicted_mask(
     """``(B, H, W)`` bool: the pixels whose most likely class is ``label``, at the
     input's resolution (coarser logits are resized bilinearly first). ``inputs`` are
     model inputs (normalized)."""
-    out = select(model(inputs), key)
+    from fvis.hooks import guard
+
+    with guard(model):  # eval mode, restored after
+        out = select(model(inputs), key)
     if out.dim() != 4:
         raise ValueError(
             f"predicted_mask needs a (B, classes, H, W) output, not {tuple(out.shape)}"

@@ -90,7 +90,7 @@ def transfer(model: nn.Module, images: torch.Tensor, classes) -> torch.Tensor:
     """Softmax probability ``(B,)`` that a second ``model`` gives each image's class
     (an int or per-item classes): a visualization of a class that another classifier
     also recognizes shows the class, not one network's quirks."""
-    with torch.no_grad():
+    with hooks.guard(model), torch.no_grad():  # eval mode, restored after
         out = model(_model_input(model, images.detach()))
     c = torch.as_tensor(classes, device=out.device).long().flatten().expand(out.shape[0])
     return out.softmax(1).gather(1, c[:, None]).squeeze(1)

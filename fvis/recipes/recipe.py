@@ -174,20 +174,29 @@ class RenderRecipe(Recipe):
     }
 
     def __post_init__(self):
+        from fvis.errors import check_finite, check_int
+        from fvis.param import MAX_BATCH, MAX_SIDE
+
+        def whole(name, value, minimum, maximum):
+            v = check_int(f"render recipe: {name}", value, minimum)
+            if v > maximum:
+                raise ValueError(f"render recipe: {name} must be in {minimum}..{maximum}, not {v}")
+            return v
+
+        seed_range = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
         object.__setattr__(self, "units", tuple(str(u) for u in self.units))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "seeds", tuple(whole("seeds", s, *seed_range) for s in self.seeds))
         for name in ("lr", "decay_power", "tv", "l1", "frequency", "blur", "diversity"):
-            v = getattr(self, name)
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"render recipe: {name} must be a finite number, not {v}")
-        if self.steps < 1:
-            raise ValueError(f"render recipe: steps must be at least 1, not {self.steps}")
-        if self.repeat < 1:
-            raise ValueError(f"render recipe: repeat must be at least 1, not {self.repeat}")
+            if getattr(self, name) is not None:
+                check_finite(f"render recipe: {name}", getattr(self, name))
+        whole("seed", self.seed, *seed_range)
+        whole("steps", self.steps, 1, math.inf)
+        whole("repeat", self.repeat, 1, MAX_BATCH)  # each unit's copies are batch items
+        whole("redirected_relu", self.redirected_relu, 0, math.inf)
+        if self.size is not None:
+            whole("size", self.size, 1, MAX_SIDE)
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"render recipe: lr must be positive, not {self.lr}")
-        if self.redirected_relu < 0:
-            raise ValueError("render recipe: redirected_relu is a number of steps, ≥ 0")
         if self.transforms not in ("standard", "none"):
             raise ValueError(
                 f"render recipe: transforms must be 'standard' or 'none', not {self.transforms!r}"
@@ -198,8 +207,6 @@ class RenderRecipe(Recipe):
             raise ValueError(
                 f"render recipe: unknown parameterization {self.param!r}; known: {', '.join(KINDS)}"
             )
-        if self.size is not None and self.size < 1:
-            raise ValueError("render recipe: size must be a positive number of pixels")
 
     # ---- what the recipe builds ----
 

@@ -79,7 +79,7 @@ class Unit:
         if self.kind == "class":
             return f"{sign}class[{self.index}]"
         if self.kind == "direction":
-            body = ",".join(f"{c}:{w:g}" for c, w in self.weights)
+            body = ",".join(f"{c}:{_number(w)}" for c, w in self.weights)
             body = f"{self.layer}{{{body}}}"
         else:
             body = f"{self.layer}[{self.index}]"
@@ -118,6 +118,12 @@ class Unit:
         obj = -obj if self.negative else obj
         obj.name = str(self)
         return obj
+
+
+def _number(w: float) -> str:
+    """``w`` as short as reads back exactly: ``1``, ``-0.5``, ``1000001.0``."""
+    short = f"{w:g}"
+    return short if float(short) == w else repr(w)
 
 
 def _sparse_direction(layer, weights, position) -> O.Objective:
@@ -174,6 +180,11 @@ def _items(text: str, spec: str, kind: str, count: int | None, labels) -> list[i
             a, b = int(m.group(1)), int(m.group(2))
             if b < a:
                 raise UnitError(f"unit {spec!r}: range {part} runs backwards; write {b}-{a}")
+            if count is not None and b >= count:
+                raise UnitError(  # the first unit out of range, before the range is built
+                    f"unit {spec!r}: {what} {max(a, count)} is out of range (valid: 0..{count - 1})"
+                )
+            _check_many(len(out) + b - a + 1, spec)
             out.extend(range(a, b + 1))
         elif kind == "class" and not part.lstrip("-").isdigit():
             if labels is not None and part not in labels:
@@ -192,7 +203,8 @@ def parse_units(text: str, *, count=None, labels=None) -> list[Unit]:
 
     ``count``: ``layer -> number of channels`` (a callable; ``"output"`` counts the
     classes), needed for ``*`` and used to check ranges. ``labels``: the model's class
-    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling.
+    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling,
+    and for more than one render's batch of units (:data:`fvis.param.MAX_BATCH`).
     """
     specs = text.split()
     if not specs:
@@ -200,7 +212,18 @@ def parse_units(text: str, *, count=None, labels=None) -> list[Unit]:
     units: list[Unit] = []
     for spec in specs:
         units += _parse_one(spec, count, labels)
+        _check_many(len(units), text)
     return units
+
+
+def _check_many(n: int, spec: str) -> None:
+    """Refuse more units than one render's batch holds (before building them)."""
+    from fvis.param import MAX_BATCH
+
+    if n > MAX_BATCH:
+        raise UnitError(
+            f"unit {spec!r} names {n} units; one render takes 1..{MAX_BATCH} (split the range)"
+        )
 
 
 def parse_unit(text: str, *, count=None, labels=None) -> Unit:
