@@ -9,8 +9,23 @@ general it sums to ``t`` for objectives linear in ``A``) and is passed down laye
 * sums of activations ``z = Σ_k c_k a_k`` (ResNet's ``out += identity``, MobileNet's
   ``x + conv(x)``): split in proportion, ``R_k = c_k a_k / (z + ε sign z) · R`` (ε = 1e-6),
   as zennit's ResNet canonizer does;
-* elementwise activations, BatchNorm not folded into a layer, scaling by constants: passed
-  unchanged (``R_in = R_out``);
+* elementwise activations (ReLU, and GELU, SiLU, ... by the identity rule of Ali et al.
+  2022 and Achtibat et al. 2024), BatchNorm not folded into a layer, scaling by constants
+  (ConvNeXt's layer scale, positional embeddings): passed unchanged (``R_in = R_out``);
+* layer norms, by the LN-rule of Ali et al. 2022 ("XAI for Transformers: Better
+  Explanations through Conservative Propagation"): the scale ``σ = √(Var x + eps)`` is
+  held at its value, so ``y_j = γ_j (x_j − μ(x))/σ + β_j`` is linear in ``x``, and the
+  composite's ``norm`` rule (an ε-rule, default ε = 1e-6) applies to it:
+  ``R_i = x_i Σ_j (γ_j/σ)(δ_ij − 1/D) R_j / stab(y_j)`` (``y_j − β_j`` with ``bias=False``);
+* attention, by the AH-rule of Ali et al. 2022: the attention weights ``A = softmax(q kᵀ
+  · s + mask)`` are held constant, so ``out = A v`` is linear in the values and gets the
+  composite's ``product`` rule (default ε): ``R_v = v ⊙ Aᵀ (R / stab(A v))``; queries and
+  keys get no relevance. Fused attention (``F.scaled_dot_product_attention``,
+  ``nn.MultiheadAttention``) is written out first (:mod:`fvis.hooks.attention`).
+  Relevance reaching attention weights or a product ``q kᵀ`` by any other path is
+  refused. (AttnLRP's softmax and bilinear rules, Achtibat et al. 2024, are not
+  implemented.)
+* means and sums over non-batch dimensions (token pooling): the ``pool`` rule;
 * max-pooling, ``max_pool=``: ``"winner_take_all"`` (default, zennit's: all to the
   maximum) or ``"proportional"`` (Montavon et al. 2017/2018: ``R_i = Σ_j a_i / stab(Σ_{k ∈
   W_j} a_k) · R_j`` over the windows ``W_j`` holding ``i``; ``max(3, 1)`` → (2.25, 0.75));
@@ -21,7 +36,10 @@ BatchNorm is folded into the preceding conv/linear layer first (:class:`MergeBat
 undone afterwards). Every operation without a rule raises
 :class:`~fvis.hooks.UnsupportedOperation` naming the module. The result is the
 relevance of each input value, shaped like the input; with biases and ε > 0 the total is
-``t`` minus what biases and stabilizers absorb.
+``t`` minus what biases, stabilizers and constants (a ViT's class token, concatenated
+constants) absorb. With bias-free rules (``Uniform(Epsilon(0, bias=False))``) a
+transformer conserves ``t`` up to the residual sums' stabilizer (< 3e-5 of ``t`` on
+tiny ViT, Swin and ConvNeXt; tests/test_transformer_rules.py).
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ from fvis.attribution.canonizers import canonized, default_canonizers
 from fvis.attribution.composites import Composite, EpsilonPlus, Layer, Uniform
 from fvis.attribution.rules import Epsilon, Rule, ZBox, divide
 from fvis.hooks import Activations
+from fvis.hooks.intercept import tensors_in
 
 __all__ = ["LRP", "SUM_RULE"]
 
@@ -103,6 +122,43 @@ class _Seed(torch.autograd.Function):
         return g * a
 
 
+class _Gate(torch.autograd.Function):
+    """Attention weights ``A = softmax(z)`` under the AH-rule: a constant factor of the
+    products they enter. Relevance that reaches them by another path is refused."""
+
+    @staticmethod
+    def forward(ctx, z, f, where):
+        ctx.where = where
+        return f(z)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        raise hooks.UnsupportedOperation(
+            f"LRP's AH-rule holds attention weights (softmax in {ctx.where}) constant, so "
+            "relevance passes only through their products with activations (A @ v), but the "
+            "explained output depends on the weights by another path"
+        )
+
+
+class _Bilinear(torch.autograd.Function):
+    """A product of two activations neither of which are attention weights (``q @ kᵀ``):
+    relevance stops before it (the AH-rule), and relevance that reaches it is refused."""
+
+    @staticmethod
+    def forward(ctx, a, b, f, where):
+        ctx.where = where
+        return f(a, b)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        raise hooks.UnsupportedOperation(
+            f"LRP cannot propagate through {ctx.where}: a product of two activations is "
+            "explained only as attention weights (softmax) times activations, where the "
+            "weights are held constant (Ali et al. 2022's AH-rule); the explained output "
+            "depends on this product otherwise"
+        )
+
+
 class _Policy(algebra.Policy):
     strict = True
     track_bounds = True
@@ -112,6 +168,7 @@ class _Policy(algebra.Policy):
         self.composite, self.method = composite, method
         self.proportional, self.check_domain = max_pool == "proportional", check_domain
         self.index = 0
+        self.gates: dict[int, Tensor] = {}  # attention weights and views of them, by id
 
     def linear(self, op, call, inputs):
         if call.kind == "sum":
@@ -121,6 +178,12 @@ class _Policy(algebra.Policy):
             if call.kind in ("conv", "linear"):
                 index, self.index = self.index, self.index + 1
             rule = self.composite.rule(Layer(op.name, op.module, call.kind, index))
+            if rule is None:
+                raise hooks.UnsupportedOperation(
+                    f"{self.method} has no rule for {hooks.op_name(op.func)} in {op.where} "
+                    f"(a {'layer norm' if call.kind == 'norm' else 'product'}; the method "
+                    "is derived for ReLU networks). Use LRP"
+                )
             call.bounds = self.interceptor.bounds_of(inputs[0])
             if isinstance(rule, ZBox) and rule.low is None and call.bounds is None:
                 raise ValueError(
@@ -144,6 +207,36 @@ class _Policy(algebra.Policy):
 
     def scale(self, op, x, f):
         return _Pass.apply(x, f)
+
+    def layer_norm(self, op, x, norm):
+        return self.linear(op, algebra.NormCall(norm, x), [x])
+
+    def softmax(self, op, z, dim, f):
+        return self._gate(_Gate.apply(z, f, op.where))
+
+    def product(self, op, a, b, f):
+        ga, gb = self._is_gate(a), self._is_gate(b)
+        if ga != gb:  # attention weights × activation: linear in the activation
+            const, x = (a, b) if ga else (b, a)
+            return self.linear(op, algebra.ProductCall(f, const, ga), [x])
+        where = f"{hooks.op_name(op.func)} in {op.where}"
+        if ga:
+            raise hooks.UnsupportedOperation(
+                f"LRP cannot propagate through {where}: a product of two attention weights"
+            )
+        return _Bilinear.apply(a, b, f, where)
+
+    def neutral(self, op, args, kwargs, out):
+        if any(self._is_gate(t) for t in tensors_in(args)):
+            for t in tensors_in(out):
+                self._gate(t)
+
+    def _gate(self, t: Tensor) -> Tensor:
+        self.gates[id(t)] = t
+        return t
+
+    def _is_gate(self, t) -> bool:
+        return self.gates.get(id(t)) is t
 
 
 def seeded(acts: Activations, layers) -> Activations:
