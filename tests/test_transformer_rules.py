@@ -24,7 +24,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 from fvis.attribution import LRP, Deconvnet, DeepLift, DeepTaylor, Gradient, GuidedBackprop, lrp
 from fvis.attribution.composites import Uniform
 from fvis.attribution.rules import Epsilon, ZPlus
-from fvis.hooks import UnsupportedOperation, check_no_hooks
+from fvis.hooks import UnsupportedOperation, attention, check_no_hooks
 from fvis.models import ModelInfo, attach
 
 CONSERVE = Uniform(Epsilon(0.0, bias=False))  # the bias-free rules: relevance is conserved
@@ -312,3 +312,59 @@ def test_guided_backprop_on_a_net_with_relu_and_gelu_modifies_both():
     expected = ((g2.clamp(min=0) @ b.weight).clamp(min=0)) @ a.weight
     torch.testing.assert_close(Deconvnet(net).attribute(x, 0).flatten(1), expected)
     assert not torch.allclose(GuidedBackprop(net).attribute(x, 0), Gradient(net).attribute(x, 0))
+
+
+# ---------------------------------------------------------------- fused attention written out
+def test_written_out_attention_equals_the_fused_functions():
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    keep = torch.rand(5, 5, generator=g) > 0.3
+    keep.fill_diagonal_(True)
+    float_mask = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    for kw in ({}, {"attn_mask": keep}, {"attn_mask": float_mask}, {"is_causal": True},
+               {"scale": 0.3}):  # fmt: skip
+        torch.testing.assert_close(attention.sdpa(q, k, v, **kw),
+                                   F.scaled_dot_product_attention(q, k, v, **kw))  # fmt: skip
+    mha = nn.MultiheadAttention(8, 2).double().eval()
+    x = torch.randn(5, 3, 8, generator=g, dtype=torch.float64)  # (L, N, E)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[1, 3:] = True
+    args = (x, x, x, 8, 2, mha.in_proj_weight, mha.in_proj_bias, None, None, False, 0.0,
+            mha.out_proj.weight, mha.out_proj.bias)  # fmt: skip
+    for kw in ({"need_weights": False}, {"need_weights": True}, {"key_padding_mask": pad},
+               {"attn_mask": ~keep, "average_attn_weights": False}):  # fmt: skip
+        got, want = (
+            attention.mha(*args, training=False, **kw),
+            F.multi_head_attention_forward(*args, training=False, **kw),
+        )
+        torch.testing.assert_close(got[0], want[0])
+        assert (got[1] is None) == (want[1] is None)
+        if want[1] is not None:
+            torch.testing.assert_close(got[1], want[1])
+
+
+class _TorchMHA(nn.Module):
+    """``nn.MultiheadAttention`` in its default (L, N, E) layout, with a residual and a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.attn, self.head = nn.MultiheadAttention(D, 2), nn.Linear(D, 2)
+
+    def forward(self, img):
+        x = img.flatten(2).transpose(1, 2)  # (B, N, D)
+        t = x.transpose(0, 1)  # (N, B, D)
+        y = t + self.attn(t, t, t)[0]
+        return self.head(y.transpose(0, 1).mean(1))
+
+
+def test_lrp_and_deeplift_through_nn_multihead_attention():
+    net = attach(_TorchMHA().double().eval(), ModelInfo((D, 1, N)))
+    x = _inputs()
+    with torch.no_grad():
+        logit = net(x)[:, 1]
+    r = LRP(net, CONSERVE).attribute(x, 1)
+    assert (r.sum((1, 2, 3)) - logit).abs().max() < 1e-5
+    _, delta = DeepLift(net).attribute(x, 1, reference=0.0, return_delta=True)
+    assert delta.abs().max() < 1e-12
+    assert check_no_hooks(net) == []

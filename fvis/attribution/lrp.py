@@ -25,6 +25,10 @@ general it sums to ``t`` for objectives linear in ``A``) and is passed down laye
   Relevance reaching attention weights or a product ``q kᵀ`` by any other path is
   refused. (AttnLRP's softmax and bilinear rules, Achtibat et al. 2024, are not
   implemented.)
+* gates, ``g ⊙ x`` with ``g`` a sigmoid or hardsigmoid output (squeeze-excitation in
+  EfficientNet, MobileNetV3, RegNetY, MaxViT): ``g`` held constant, all relevance to
+  ``x`` (signal-take-all, Arras et al. 2017; the AH-rule's treatment of a gate); the
+  sigmoid itself passes relevance as any activation where it is used otherwise;
 * means and sums over non-batch dimensions (token pooling): the ``pool`` rule;
 * max-pooling, ``max_pool=``: ``"winner_take_all"`` (default, zennit's: all to the
   maximum) or ``"proportional"`` (Montavon et al. 2017/2018: ``R_i = Σ_j a_i / stab(Σ_{k ∈
@@ -45,6 +49,7 @@ tiny ViT, Swin and ConvNeXt; tests/test_transformer_rules.py).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fvis import hooks
@@ -122,6 +127,12 @@ class _Seed(torch.autograd.Function):
         return g * a
 
 
+# gates: outputs held constant where they multiply an activation (sigmoid, hardsigmoid:
+# squeeze-excitation; softmax, by _Gate: attention)
+_GATES = {torch.sigmoid, torch.Tensor.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_,
+          F.sigmoid, F.hardsigmoid}  # fmt: skip
+
+
 class _Gate(torch.autograd.Function):
     """Attention weights ``A = softmax(z)`` under the AH-rule: a constant factor of the
     products they enter. Relevance that reaches them by another path is refused."""
@@ -134,7 +145,7 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         raise hooks.UnsupportedOperation(
-            f"LRP's AH-rule holds attention weights (softmax in {ctx.where}) constant, so "
+            f"{ctx.where}: the AH-rule holds attention weights (softmax) constant, so "
             "relevance passes only through their products with activations (A @ v), but the "
             "explained output depends on the weights by another path"
         )
@@ -152,10 +163,10 @@ class _Bilinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         raise hooks.UnsupportedOperation(
-            f"LRP cannot propagate through {ctx.where}: a product of two activations is "
-            "explained only as attention weights (softmax) times activations, where the "
-            "weights are held constant (Ali et al. 2022's AH-rule); the explained output "
-            "depends on this product otherwise"
+            f"{ctx.where}: a product of two activations is explained only as a gate "
+            "(softmax, sigmoid or hardsigmoid output) times an activation, the gate held "
+            "constant (Ali et al. 2022's AH-rule, Arras et al. 2017's signal-take-all); the "
+            "explained output depends on this product otherwise"
         )
 
 
@@ -200,7 +211,8 @@ class _Policy(algebra.Policy):
         return _ProportionalMaxPool.apply(z, pool) if self.proportional else None
 
     def activation(self, op, z, f, relu_like):
-        return _Pass.apply(z, f)
+        out = _Pass.apply(z, f)
+        return self._gate(out) if op.func in _GATES else out
 
     def batch_norm(self, op, x, f):
         return _Pass.apply(x, f)
@@ -212,19 +224,23 @@ class _Policy(algebra.Policy):
         return self.linear(op, algebra.NormCall(norm, x), [x])
 
     def softmax(self, op, z, dim, f):
-        return self._gate(_Gate.apply(z, f, op.where))
+        return self._gate(_Gate.apply(z, f, self._where(op)))
 
     def product(self, op, a, b, f):
         ga, gb = self._is_gate(a), self._is_gate(b)
-        if ga != gb:  # attention weights × activation: linear in the activation
+        if ga != gb:  # gate × activation: linear in the activation
             const, x = (a, b) if ga else (b, a)
             return self.linear(op, algebra.ProductCall(f, const, ga), [x])
-        where = f"{hooks.op_name(op.func)} in {op.where}"
         if ga:
-            raise hooks.UnsupportedOperation(
-                f"LRP cannot propagate through {where}: a product of two attention weights"
-            )
-        return _Bilinear.apply(a, b, f, where)
+            raise hooks.UnsupportedOperation(f"{self._where(op)}: a product of two gates")
+        return _Bilinear.apply(a, b, f, self._where(op))
+
+    def alias(self, src, dst):
+        if self._is_gate(src):
+            self._gate(dst)
+
+    def _where(self, op) -> str:
+        return f"{self.method} cannot propagate through {hooks.op_name(op.func)} in {op.where}"
 
     def neutral(self, op, args, kwargs, out):
         if any(self._is_gate(t) for t in tensors_in(args)):

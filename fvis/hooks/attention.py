@@ -35,6 +35,10 @@ def _as_float_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
     )
 
 
+def _is_bool(mask: Tensor | None) -> bool:
+    return mask is not None and mask.dtype == torch.bool
+
+
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
          enable_gqa=False) -> Tensor:  # fmt: skip
     """``F.scaled_dot_product_attention`` as ``softmax(q kᵀ · scale + mask) v``, with
@@ -93,12 +97,13 @@ def mha(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_pro
         return t.reshape(n, length, num_heads, hd).transpose(1, 2)
 
     q, k, v = heads(q, lq), heads(k, s), heads(v, s)
-    mask = _as_float_mask(attn_mask, q)
+    # nn.MultiheadAttention's boolean masks mark what may *not* be attended (sdpa's: may)
+    mask = _as_float_mask(~attn_mask if _is_bool(attn_mask) else attn_mask, q)
     if mask is not None and mask.dim() == 3:  # (N·H, L, S)
         mask = mask.reshape(n, num_heads, lq, s)
     if key_padding_mask is not None:
         pad = key_padding_mask.reshape(n, 1, 1, s)
-        pad = _as_float_mask(~pad, q) if pad.dtype == torch.bool else pad
+        pad = _as_float_mask(~pad if _is_bool(pad) else pad, q)
         mask = pad if mask is None else mask + pad
     if is_causal and mask is None:
         mask = _as_float_mask(torch.ones(lq, s, dtype=torch.bool, device=q.device).tril(), q)

@@ -37,9 +37,10 @@ scale           ``a * c``, ``a / c``, ``a + c``, ``-a`` for  LRP (pass)
 batch_norm      ``F.batch_norm``                             LRP (pass)
 layer_norm      ``F.layer_norm``                             LRP (LN-rule), DeepLIFT
 softmax         ``F.softmax``, ``Tensor.softmax``            LRP (AH-rule), DeepLIFT
-matmul          ``@``, ``matmul``, ``bmm``: with a constant  LRP rules, RevealCancel
-                factor a linear operation, of two            (constant factor); LRP,
-                activations a *product*, as is ``a * b``     DeepLIFT (products)
+matmul          ``@``, ``matmul``, ``bmm``, two-operand      LRP rules, RevealCancel
+                ``einsum``: with a constant factor a         (constant factor); LRP,
+                linear operation, of two activations a       DeepLIFT (products)
+                *product*, as is ``a * b``
 attention       ``F.scaled_dot_product_attention``,          policies acting on softmax
                 ``F.multi_head_attention_forward``           or products: written out
 neutral         reshaping, indexing, ``cat``, ``roll``,      nobody (gradient is right)
@@ -179,12 +180,14 @@ _NEUTRAL = {
     _T.squeeze, torch.unsqueeze, _T.unsqueeze, torch.narrow, _T.narrow, torch.select,
     _T.select, _T.expand, _T.expand_as, _T.repeat, _T.to, _T.float, _T.double, _T.half,
     _T.type_as, _T.cpu, _T.detach, torch.detach, F.dropout, F.dropout1d, F.dropout2d,
-    F.dropout3d, F.alpha_dropout, F.pad, _T.__setitem__, torch.roll, _T.roll,
+    F.dropout3d, F.alpha_dropout, F.pad, _T.__setitem__, torch.roll, _T.roll, torch.swapaxes,
+    _T.swapaxes, torch.swapdims, _T.swapdims, torch.movedim, _T.movedim, torch.moveaxis,
+    _T.moveaxis,
 }  # fmt: skip
 # means and sums over given dimensions other than the batch: linear, like average pools
 _REDUCE = {torch.mean, _T.mean, torch.sum, _T.sum}
 _SOFTMAX = {F.softmax, torch.softmax, _T.softmax}
-_MATMUL = {torch.matmul, _T.matmul, _T.__matmul__, torch.bmm, _T.bmm}
+_MATMUL = {torch.matmul, _T.matmul, _T.__matmul__, torch.bmm, _T.bmm, torch.einsum}
 # fused attention, run as written out in fvis.hooks.attention for policies acting on it
 _ATTENTION = {F.scaled_dot_product_attention: attention.sdpa,
               F.multi_head_attention_forward: attention.mha}  # fmt: skip
@@ -633,16 +636,24 @@ class Interceptor(TorchFunctionMode):
         return self._unknown_call(func, args, kwargs) if out is None else out
 
     def _matmul(self, func, args, kwargs):
-        if len(args) != 2 or kwargs:
+        f, operands = torch.matmul, args
+        if func is torch.einsum and args and isinstance(args[0], str):
+            ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+
+            def f(a, b, equation=args[0]):
+                return torch.einsum(equation, a, b)
+
+            operands = tuple(ops)
+        if len(operands) != 2 or kwargs:
             return self._unknown_call(func, args, kwargs)
-        a, b = args
+        a, b = operands
         if is_activation(a) and is_activation(b):
-            return self._product(func, a, b, torch.matmul)
+            return self._product(func, a, b, f)
         if not (is_activation(a) or is_activation(b)) or self.policy.calls is None:
             return func(*args)
         first = not is_activation(a)  # the constant is the first factor
         x, const = (b, a) if first else (a, b)
-        call = self.policy.calls.product(torch.matmul, const, first)
+        call = self.policy.calls.product(f, const, first)
         out = self.policy.linear(self._op(func, source=x), call, [x])
         return call.forward([x]) if out is None else out
 
