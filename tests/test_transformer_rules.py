@@ -368,3 +368,38 @@ def test_lrp_and_deeplift_through_nn_multihead_attention():
     _, delta = DeepLift(net).attribute(x, 1, reference=0.0, return_delta=True)
     assert delta.abs().max() < 1e-12
     assert check_no_hooks(net) == []
+
+
+class _Gated(nn.Module):
+    def forward(self, img):
+        return (img[:, 0] * torch.sigmoid(img[:, 1])).flatten(1)
+
+
+def test_lrp_holds_a_sigmoid_gate_constant():
+    """Squeeze-excitation's ``x · σ(s)``: all relevance to ``x`` (signal-take-all)."""
+    net = attach(_Gated(), ModelInfo((2, 1, 1)))
+    x = torch.tensor([[[[3.0]], [[0.5]]]])
+    r = LRP(net).attribute(x, 0).flatten()
+    assert r[1] == 0 and r[0] == pytest.approx(3.0 * torch.sigmoid(torch.tensor(0.5)).item())
+
+
+class _EinsumBlock(Block):
+    """The block with its attention in ``torch.einsum`` (as torchvision's MaxViT)."""
+
+    def forward(self, img):
+        x = img.flatten(2).transpose(1, 2)
+        u = self.ln1(x)
+        s = torch.einsum("bnd,bmd->bnm", self.q(u), self.k(u)) / 2
+        a = torch.softmax(s, dim=-1)
+        h = x + self.o(torch.einsum("bnm,bmd->bnd", a, self.v(u)))
+        y = h + self.fc2(self.act(self.fc1(self.ln2(h))))
+        return self.head(y.mean(1))
+
+
+def test_einsum_attention_gets_the_same_rules(block):
+    einsum = attach(_EinsumBlock().double().eval(), ModelInfo((D, 1, N)))
+    x = _inputs()
+    torch.testing.assert_close(LRP(einsum, CONSERVE).attribute(x, 1),
+                               LRP(block, CONSERVE).attribute(x, 1))  # fmt: skip
+    _, delta = DeepLift(einsum).attribute(x, 1, reference=0.0, return_delta=True)
+    assert delta.abs().max() < 1e-12
