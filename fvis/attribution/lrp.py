@@ -179,7 +179,7 @@ class _Policy(algebra.Policy):
         self.composite, self.method = composite, method
         self.proportional, self.check_domain = max_pool == "proportional", check_domain
         self.index = 0
-        self.gates: dict[int, Tensor] = {}  # attention weights and views of them, by id
+        self.gates: dict[int, Tensor] = {}  # softmax, sigmoid outputs and views of them, by id
 
     def linear(self, op, call, inputs):
         if call.kind == "sum":

@@ -23,7 +23,7 @@ Kinds of operation and what the policies do with them:
 ==============  ===========================================  ============================
 kind            operations                                   used by
 ==============  ===========================================  ============================
-activation      relu, relu6/hardtanh, sigmoid, tanh, silu,   Guided/Deconvnet (ReLU-like
+activation      relu, relu6/hardtanh, sigmoid, tanh, silu,   Guided/Deconvnet (rectifiers
                 gelu, elu, leaky_relu, ... (elementwise)     only), DeepLIFT, LRP (pass)
 max_pool        max_pool1-3d, adaptive_max_pool1-3d          DeepLIFT (others: gradient,
                                                              i.e. winner takes all)
