@@ -89,7 +89,16 @@ def _split(a, b, r):
     return a * r / d, b * r / d
 
 
-def reference_lrp(m: Block, img, c: int):
+def _uniform(a, b, f, r):
+    """AttnLRP's uniform rule for ``y = f(a, b)`` bilinear, ε = 0: half to each factor."""
+    la, lb = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = f(la, lb)
+        ga, gb = torch.autograd.grad(y, (la, lb), r / y.detach() / 2)
+    return a * ga, b * gb
+
+
+def reference_lrp(m: Block, img, c: int, attnlrp: bool = False):
     x = img.flatten(2).transpose(1, 2)
     u = m.ln1(x)
     a = torch.softmax(m.q(u) @ m.k(u).transpose(1, 2) / 2, dim=-1)
@@ -115,8 +124,16 @@ def reference_lrp(m: Block, img, c: int):
     r_h = r_h + _layer_norm(h, m.ln2, r_l2)
     r_x, r_o = _split(x, o, r_h)
     r_av = _linear(av, m.o, r_o)
-    r_v = v * (a.transpose(1, 2) @ (r_av / (a @ v)))  # AH-rule: A constant, q and k get 0
-    r_u = _linear(u, m.v, r_v)
+    if not attnlrp:
+        r_v = v * (a.transpose(1, 2) @ (r_av / (a @ v)))  # AH-rule: A constant, q and k get 0
+        r_u = _linear(u, m.v, r_v)
+    else:  # AttnLRP: A v and q kᵀ uniform, softmax R_z = z ⊙ (R − s ⊙ Σ R)
+        r_a, r_v = _uniform(a, v, torch.matmul, r_av)
+        q, kt = m.q(u), m.k(u).transpose(1, 2)
+        z = q @ kt / 2
+        r_z = z * (r_a - a * r_a.sum(-1, keepdim=True))
+        r_q, r_kt = _uniform(q, kt, torch.matmul, r_z)  # the scale by 1/2 passes relevance
+        r_u = _linear(u, m.v, r_v) + _linear(u, m.q, r_q) + _linear(u, m.k, r_kt.transpose(1, 2))
     r_x = r_x + _layer_norm(x, m.ln1, r_u)
     return r_x.transpose(1, 2).reshape(img.shape), logits[:, c]
 
@@ -135,6 +152,16 @@ def test_lrp_on_a_transformer_block_equals_the_written_out_rules_and_conserves(b
         assert (r.sum((1, 2, 3)) - logit).abs().max() > 0  # not the logit copied out
     assert check_no_hooks(block) == []
     assert all(torch.equal(v, block.state_dict()[k]) for k, v in before.items())
+
+
+def test_attnlrp_on_a_transformer_block_equals_the_written_out_rules(block):
+    x = _inputs()
+    r = LRP(block, CONSERVE, attention="attnlrp").attribute(x, 0)
+    with torch.no_grad():
+        expected, logit = reference_lrp(block, x, 0, attnlrp=True)
+        ah, _ = reference_lrp(block, x, 0)
+    torch.testing.assert_close(r, expected, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(r, ah)  # queries and keys get relevance now
 
 
 def test_layer_norm_takes_only_epsilon_rules_and_deep_taylor_refuses_it(block):
@@ -240,8 +267,9 @@ def test_tiny_transformers_conserve_and_sum_to_delta(name, monkeypatch):
     monkeypatch.setattr(lrp, "SUM_RULE", Epsilon(0.0))
     assert error() < 1e-12
     monkeypatch.undo()
-    default = LRP(model).attribute(x, c)  # biases absorb relevance: finite, not conserved
-    assert torch.isfinite(default).all() and default.std() > 0
+    for kw in ({}, {"attention": "attnlrp"}):  # biases, softmax rule: finite, not conserved
+        default = LRP(model, **kw).attribute(x, c)
+        assert torch.isfinite(default).all() and default.std() > 0
     attr, delta = DeepLift(model).attribute(x, c, return_delta=True)
     assert torch.isfinite(attr).all() and attr.std() > 0
     assert delta.abs().max() < 1e-9 * max(1.0, float(logits.abs().max()))

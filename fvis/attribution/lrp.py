@@ -23,8 +23,12 @@ general it sums to ``t`` for objectives linear in ``A``) and is passed down laye
   keys get no relevance. Fused attention (``F.scaled_dot_product_attention``,
   ``nn.MultiheadAttention``) is written out first (:mod:`fvis.hooks.attention`).
   Relevance reaching attention weights or a product ``q kᵀ`` by any other path is
-  refused. (AttnLRP's softmax and bilinear rules, Achtibat et al. 2024, are not
-  implemented.)
+  refused. ``attention="attnlrp"`` uses AttnLRP's rules instead (Achtibat et al. 2024):
+  softmax ``R_z = z ⊙ (R − s ⊙ Σ R)`` and, for every product of two activations
+  ``y = f(a, b)`` (``q kᵀ``, ``A v``), the uniform rule ``R_a = a ⊙ (∂y/∂a)ᵀ (R / 2
+  stab(y))``, ``R_b`` likewise (the ``product`` rule's stabilizer); queries and keys
+  get relevance, and the softmax rule does not conserve it (``Σ R_z = Σ z ⊙ R −
+  (Σ s ⊙ z) Σ R``);
 * gates, ``g ⊙ x`` with ``g`` a sigmoid or hardsigmoid output (squeeze-excitation in
   EfficientNet, MobileNetV3, RegNetY, MaxViT): ``g`` held constant, all relevance to
   ``x`` (signal-take-all, Arras et al. 2017; the AH-rule's treatment of a gate); the
@@ -170,13 +174,52 @@ class _Bilinear(torch.autograd.Function):
         )
 
 
+class _SoftmaxRule(torch.autograd.Function):
+    """AttnLRP's softmax rule (Achtibat et al. 2024, Prop. 3.1): ``s = softmax(z)``,
+    ``R_z = z ⊙ (R − s ⊙ Σ_dim R)``."""
+
+    @staticmethod
+    def forward(ctx, z, f, dim):
+        s = f(z)
+        ctx.dim = dim
+        ctx.save_for_backward(z, s)
+        return s
+
+    @staticmethod
+    def backward(ctx, relevance):
+        z, s = ctx.saved_tensors
+        return z * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None, None
+
+
+class _UniformProduct(torch.autograd.Function):
+    """AttnLRP's uniform rule for a bilinear ``y = f(a, b)`` (``q kᵀ``, ``A v``): half of
+    the relevance to each factor, by the ε-rule of the map linear in it,
+    ``R_a = a ⊙ (∂f(a, b)/∂a)ᵀ (R / 2 stab(y))`` and ``R_b`` likewise."""
+
+    @staticmethod
+    def forward(ctx, a, b, f, eps):
+        ctx.f, ctx.eps = f, eps
+        ctx.save_for_backward(a, b)
+        return f(a, b)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        a, b = ctx.saved_tensors
+        with torch.enable_grad():
+            la, lb = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            y = ctx.f(la, lb)
+            s = divide(relevance, y.detach(), ctx.eps) / 2
+            ga, gb = torch.autograd.grad(y, (la, lb), s)
+        return a.detach() * ga, b.detach() * gb, None, None
+
+
 class _Policy(algebra.Policy):
     strict = True
     track_bounds = True
 
     def __init__(self, composite: Composite, method: str, *, max_pool: str = "winner_take_all",
-                 check_domain: bool = False):  # fmt: skip
-        self.composite, self.method = composite, method
+                 check_domain: bool = False, attention: str = "ah"):  # fmt: skip
+        self.composite, self.method, self.attention = composite, method, attention
         self.proportional, self.check_domain = max_pool == "proportional", check_domain
         self.index = 0
         self.gates: dict[int, Tensor] = {}  # softmax, sigmoid outputs and views of them, by id
@@ -224,6 +267,8 @@ class _Policy(algebra.Policy):
         return self.linear(op, algebra.NormCall(norm, x), [x])
 
     def softmax(self, op, z, dim, f):
+        if self.attention == "attnlrp":
+            return _SoftmaxRule.apply(z, f, dim)
         return self._gate(_Gate.apply(z, f, self._where(op)))
 
     def product(self, op, a, b, f):
@@ -233,6 +278,8 @@ class _Policy(algebra.Policy):
             return self.linear(op, algebra.ProductCall(f, const, ga), [x])
         if ga:
             raise hooks.UnsupportedOperation(f"{self._where(op)}: a product of two gates")
+        if self.attention == "attnlrp" and self.composite.product is not None:
+            return _UniformProduct.apply(a, b, f, self.composite.product.stabilizer)
         return _Bilinear.apply(a, b, f, self._where(op))
 
     def alias(self, src, dst):
@@ -269,7 +316,8 @@ class LRP(Attribution):
     ``EpsilonPlus()``), or ``rule=`` one rule for every layer. ``max_pool``:
     ``"winner_take_all"`` or ``"proportional"``. ``canonizers``: reversible rewrites
     applied for the call (default: BatchNorm folding). The zᴮ rule's bounds default to the
-    model's valid input range ``model.fvis_info.valid_range(x)``.
+    model's valid input range ``model.fvis_info.valid_range(x)``. ``attention``: ``"ah"``
+    (Ali et al. 2022's AH-rule, conserving) or ``"attnlrp"`` (Achtibat et al. 2024).
 
     >>> from fvis.attribution.composites import EpsilonAlpha2Beta1
     >>> LRP(model, EpsilonAlpha2Beta1()).attribute(x, target=3).shape   # like the input
@@ -279,16 +327,20 @@ class LRP(Attribution):
 
     method = "LRP"
     MAX_POOL = ("winner_take_all", "proportional")
+    ATTENTION = ("ah", "attnlrp")
     check_domain = False  # deep Taylor: refuse inputs outside each rule's domain
 
     def __init__(self, model, composite: Composite | None = None, *, rule: Rule | None = None,
-                 max_pool: str = "winner_take_all", canonizers=None):  # fmt: skip
+                 max_pool: str = "winner_take_all", canonizers=None,
+                 attention: str = "ah"):  # fmt: skip
         super().__init__(model)
         if rule is not None and composite is not None:
             raise ValueError("give a composite or one rule, not both")
         if max_pool not in self.MAX_POOL:
             raise ValueError(f"max_pool must be one of {self.MAX_POOL}, not {max_pool!r}")
-        self.max_pool = max_pool
+        if attention not in self.ATTENTION:
+            raise ValueError(f"attention must be one of {self.ATTENTION}, not {attention!r}")
+        self.max_pool, self.attention = max_pool, attention
         self.composite = Uniform(rule) if rule is not None else (composite or EpsilonPlus())
         self.canonizers = tuple(default_canonizers() if canonizers is None else canonizers)
 
@@ -299,7 +351,7 @@ class LRP(Attribution):
         x = inputs.detach().requires_grad_(True)
         bounds = self.info.valid_range(x) if x.dim() == 4 else None
         policy = _Policy(self.composite, self.method, max_pool=self.max_pool,
-                         check_domain=self.check_domain)  # fmt: skip
+                         check_domain=self.check_domain, attention=self.attention)  # fmt: skip
         with canonized(self.model, inputs, self.canonizers):
             acts = hooks.run(self.model, x, objective.layers, policy, bounds=bounds)
             s = objective(seeded(acts, objective.layers))
