@@ -34,6 +34,7 @@ __all__ = [
     "ProductCall",
     "SumCall",
     "WeightedCall",
+    "bilinear_vjp",
     "local_derivative",
 ]
 
@@ -250,3 +251,11 @@ def local_derivative(f: Callable, z: Tensor) -> Tensor:
         t = z.detach().requires_grad_(True)
         (d,) = torch.autograd.grad(f(t).sum(), t)
     return d
+
+
+def bilinear_vjp(f: Callable, a: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """``((∂f/∂a)ᵀ g, (∂f/∂b)ᵀ g)`` at ``(a, b)`` for a bilinear ``f`` (``*``, ``@``,
+    ``einsum``): the first depends on ``b`` only, the second on ``a`` only."""
+    with torch.enable_grad():
+        la, lb = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+        return torch.autograd.grad(f(la, lb), (la, lb), g)

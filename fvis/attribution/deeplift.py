@@ -125,10 +125,7 @@ class _Product(torch.autograd.Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         n = ctx.n
-        with torch.enable_grad():
-            la = ((a[:n] + a[n:]) / 2).detach().requires_grad_(True)
-            lb = ((b[:n] + b[n:]) / 2).detach().requires_grad_(True)
-            ga, gb = torch.autograd.grad(ctx.f(la, lb), (la, lb), g[:n])
+        ga, gb = algebra.bilinear_vjp(ctx.f, (a[:n] + a[n:]) / 2, (b[:n] + b[n:]) / 2, g[:n])
         return padded(ga), padded(gb), None, None
 
 
