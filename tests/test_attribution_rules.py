@@ -577,7 +577,7 @@ class Gated(nn.Module):
 
 class GateBlock(nn.Module):
     def forward(self, x):
-        return x * torch.sigmoid(x)  # a product of two activations
+        return torch.div(x, torch.sigmoid(x))  # a quotient of two activations
 
 
 def test_unsupported_operation_is_refused_with_the_module_name():
@@ -585,7 +585,7 @@ def test_unsupported_operation_is_refused_with_the_module_name():
     x = torch.randn(2, 4)
     before = snapshot(net)
     for method in (LRP(net), DeepLift(net), DeepTaylor(net, first="w2")):
-        with pytest.raises(UnsupportedOperation, match="Tensor.mul.*'gate' \\(GateBlock\\)"):
+        with pytest.raises(UnsupportedOperation, match="torch.div.*'gate' \\(GateBlock\\)"):
             method.attribute(x, 0)
         assert_clean(net, before)
     # Guided Backprop has no rule to refuse the product, but no ReLU either: refused, as

@@ -4,7 +4,9 @@ positive/negative split.
 The hook layer's interceptor (:mod:`fvis.hooks.intercept`) hands every linear operation
 of an attributed forward pass to the method's policy as a :class:`LinearCall`
 (``z = Σ_k op_k(a_k) + b``): a convolution or ``F.linear`` (:class:`WeightedCall`), an
-average pool (:class:`PoolCall`) or a sum of activations (:class:`SumCall`). Rules
+average pool (:class:`PoolCall`), a sum of activations (:class:`SumCall`) or a product
+with a constant factor (:class:`ProductCall`); LRP describes a layer norm with its scale
+held constant as one too (:class:`NormCall`). Rules
 recompute it with a weight modifier (:data:`POS` ``w⁺``, :data:`NEG` ``w⁻``,
 :data:`IDENTITY`) and split it into positive and negative parts (DeepLIFT's
 RevealCancel). :class:`Policy` is the base of the policies that use these.
@@ -26,10 +28,13 @@ __all__ = [
     "NEG",
     "POS",
     "LinearCall",
+    "NormCall",
     "Policy",
     "PoolCall",
+    "ProductCall",
     "SumCall",
     "WeightedCall",
+    "bilinear_vjp",
     "local_derivative",
 ]
 
@@ -55,7 +60,8 @@ class LinearCall:
     ``forward(inputs, fn, bias)`` recomputes it with every weight replaced by ``fn(w)``
     (the bias by ``fn(b)`` when ``bias`` is true, else dropped); ``part(k, v, fn)`` is the
     contribution of input ``k`` alone, ``op_k(v)`` with weights ``fn(w)`` and no bias.
-    ``kind`` is ``"conv"``, ``"linear"``, ``"pool"`` or ``"sum"``. ``bounds`` is set by a
+    ``kind`` is ``"conv"``, ``"linear"``, ``"pool"``, ``"sum"``, ``"product"`` or
+    ``"norm"``. ``bounds`` is set by a
     policy that knows the value range of the input (see :class:`fvis.attribution.rules.ZBox`).
     """
 
@@ -180,10 +186,63 @@ class SumCall(LinearCall):
         return torch.broadcast_to(c * v, (v.shape[0], *self.shape))
 
 
+class ProductCall(LinearCall):
+    """``f(C, x)`` (``first``) or ``f(x, C)``: a product (``@``, ``*``) of an activation ``x``
+    with a constant factor ``C`` (the weights, modified by ``fn``), e.g. attention weights
+    held constant times the values, ``A v`` (Ali et al. 2022's AH-rule)."""
+
+    kind = "product"
+
+    def __init__(self, f: Callable, const: Tensor, first: bool):
+        self.f, self.const, self.first = f, const.detach(), first
+
+    def forward(self, inputs, fn=IDENTITY, bias=True):
+        return self.part(0, inputs[0], fn)
+
+    def part(self, k, v, fn=IDENTITY):
+        c = fn(self.const)
+        return self.f(c, v) if self.first else self.f(v, c)
+
+
+class NormCall(LinearCall):
+    """A layer norm with its scale held at the value of the actual input (Ali et al. 2022's
+    LN-rule): ``y = (x − μ(x)) / σ · γ + β`` over the trailing ``normalized_shape``
+    dimensions, ``σ = √(Var x + eps)`` computed once from ``x`` and held constant, so ``y``
+    is linear in ``x`` (the centering ``x − μ(x)`` is). The map has no explicit weight to
+    modify: only ``fn = IDENTITY`` (ε-type rules) is defined."""
+
+    kind = "norm"
+
+    def __init__(self, norm: hooks.LayerNorm, x: Tensor):
+        self.norm = norm
+        self.dims = tuple(range(-len(norm.normalized_shape), 0))
+        var = x.detach().var(self.dims, unbiased=False, keepdim=True)
+        self.sigma = torch.sqrt(var + norm.eps)
+
+    def forward(self, inputs, fn=IDENTITY, bias=True):
+        if fn is not IDENTITY:
+            raise hooks.UnsupportedOperation(
+                "LRP's LayerNorm rule (Ali et al. 2022) is the ε-rule of the layer with its "
+                "scale held constant; it has no weights to modify for this rule. Give layer "
+                "norms an Epsilon rule: Composite(..., norm=Epsilon(...))"
+            )
+        x = inputs[0]
+        y = (x - x.mean(self.dims, keepdim=True)) / self.sigma
+        if self.norm.weight is not None:
+            y = y * self.norm.weight
+        if bias and self.norm.bias is not None:
+            y = y + self.norm.bias
+        return y
+
+    def part(self, k, v, fn=IDENTITY):
+        return self.forward([v], fn, bias=False)
+
+
 class Policy(hooks.Policy):
     """A policy whose :meth:`linear` receives the :class:`LinearCall` classes above."""
 
-    calls = hooks.LinearCalls(weighted=WeightedCall, pool=PoolCall, sum=SumCall)
+    calls = hooks.LinearCalls(weighted=WeightedCall, pool=PoolCall, sum=SumCall,
+                              product=ProductCall)  # fmt: skip
 
 
 def local_derivative(f: Callable, z: Tensor) -> Tensor:
@@ -192,3 +251,11 @@ def local_derivative(f: Callable, z: Tensor) -> Tensor:
         t = z.detach().requires_grad_(True)
         (d,) = torch.autograd.grad(f(t).sum(), t)
     return d
+
+
+def bilinear_vjp(f: Callable, a: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """``((∂f/∂a)ᵀ g, (∂f/∂b)ᵀ g)`` at ``(a, b)`` for a bilinear ``f`` (``*``, ``@``,
+    ``einsum``): the first depends on ``b`` only, the second on ``a`` only."""
+    with torch.enable_grad():
+        la, lb = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+        return torch.autograd.grad(f(la, lb), (la, lb), g)

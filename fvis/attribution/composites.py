@@ -6,7 +6,10 @@ as seen during the forward pass) to a :class:`~fvis.attribution.rules.Rule`. Pre
 1. ``layers[name]``: an exact layer name (``"features.0"``, ``"layer1.0.conv1"``, or a per
    call name ``"block.conv:1"``; the bare name matches every call);
 2. ``first``: the first conv/linear operation executed (the input layer);
-3. by kind: ``conv`` (any convolution), ``linear`` (``F.linear``), ``pool`` (average pools).
+3. by kind: ``conv`` (any convolution), ``linear`` (``F.linear``), ``pool`` (average pools),
+   ``norm`` (layer norms, Ali et al. 2022's LN-rule: an ε-rule; default ``Epsilon(1e-6)``)
+   and ``product`` (a product with a constant factor, e.g. attention weights × values
+   under the AH-rule; default ``Epsilon(1e-6)``). ``None`` refuses the kind.
 
 Additions of activations (residual connections) are not assigned by composites: they
 always split relevance in proportion to the summands (see :mod:`fvis.attribution.lrp`).
@@ -21,7 +24,8 @@ composite                   first        conv            linear      pool
 ``EpsilonGammaBox``         ZBox         Gamma           Epsilon     Epsilon(1e-6)
 ==========================  ===========  ==============  ==========  ===============
 
-Every composite takes ``first=`` and ``layers=`` to override these.
+Every composite takes ``first=`` and ``layers=`` to override these; ``norm`` and
+``product`` are ``Epsilon(1e-6)`` in all but ``Uniform``.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ __all__ = [
 class Layer:
     """One linear operation: module ``name`` (``":k"`` for the k-th call of a module run
     several times; ``""`` for an operation in the model's own ``forward``), the module,
-    ``kind`` (``"conv"``, ``"linear"``, ``"pool"``) and ``index``, its position among the
-    conv/linear operations in execution order (``-1`` for pools)."""
+    ``kind`` (``"conv"``, ``"linear"``, ``"pool"``, ``"norm"``, ``"product"``) and
+    ``index``, its position among the conv/linear operations in execution order (``-1``
+    for the other kinds)."""
 
     name: str
     module: nn.Module | None
@@ -73,13 +78,17 @@ class Composite:
         pool: Rule | None = None,
         first: Rule | None = None,
         layers: Mapping[str, Rule] | None = None,
+        norm: Rule | None = None,
+        product: Rule | None = None,
     ):
         self.conv, self.linear = conv, linear
         self.pool = pool if pool is not None else Epsilon(1e-6)
+        self.norm = norm if norm is not None else Epsilon(1e-6)
+        self.product = product if product is not None else Epsilon(1e-6)
         self.first = first
         self.layers = dict(layers or {})
 
-    def rule(self, layer: Layer) -> Rule:
+    def rule(self, layer: Layer) -> Rule | None:
         if layer.name in self.layers:
             return self.layers[layer.name]
         base = parse(layer.name)[0]
@@ -95,10 +104,12 @@ class Composite:
 
 
 class Uniform(Composite):
-    """The same rule for every layer (e.g. ``Uniform(Epsilon(0))`` is LRP-0)."""
+    """The same rule for every layer, layer norms and constant products included (e.g.
+    ``Uniform(Epsilon(0))`` is LRP-0; layer norms take only ε-type rules)."""
 
     def __init__(self, rule: Rule, *, first: Rule | None = None, layers=None):
-        super().__init__(conv=rule, linear=rule, pool=rule, first=first, layers=layers)
+        super().__init__(conv=rule, linear=rule, pool=rule, first=first, layers=layers,
+                         norm=rule, product=rule)  # fmt: skip
 
 
 class EpsilonPlus(Composite):

@@ -12,7 +12,7 @@ Rules (each a backward pass installed through :mod:`fvis.hooks.intercept`, so fu
 
 * **linear** (conv, linear, pooling, sums, BatchNorm in eval, reshaping): the gradient,
   ``m_{Δa_i Δz} = w_i``.
-* **Rescale** for an elementwise nonlinearity ``y = f(z)``:
+* **Rescale** for an elementwise nonlinearity ``y = f(z)`` (ReLU, GELU, SiLU, ...):
   ``m = Δy / Δz``, or ``f'(z)`` where ``|Δz| < 1e-10``.
 * **RevealCancel** for an elementwise nonlinearity ``y = f(z)``: with the positive and
   negative parts ``Δz = Δz⁺ + Δz⁻`` and ``r = z⁰``
@@ -29,6 +29,23 @@ Rules (each a backward pass installed through :mod:`fvis.hooks.intercept`, so fu
   ``w_i Δa_i > 0``, ``w_i m⁻`` if ``< 0``, ``w_i (m⁺ + m⁻)/2`` if ``Δa_i = 0``
   (eq. 12-13). Where the parts cannot be carried the nonlinearity is refused, naming the
   operation; nothing falls back to Rescale.
+* **products of activations** ``y = f(a, b)`` (``a * b``, ``a @ b``: attention's
+  ``q kᵀ`` and ``A v``, gates): ``Δy = f(Δa, b̄) + f(ā, Δb)`` with ``ā = (a + a⁰)/2``, exact
+  for bilinear ``f`` (the cross term ``f(Δa, Δb)`` split equally: the Shapley values of
+  the two factors; DeepLIFT's paper does not define products), multipliers
+  ``∂f(a, b̄)/∂a`` and ``∂f(ā, b)/∂b``.
+* **softmax** ``p = e · 1/Σe`` with ``e = exp(z − c)`` (``c`` the larger row maximum of
+  input and reference, a shared constant): Rescale for ``exp`` and ``1/s``, the product
+  rule for ``e · 1/Σe``; nothing is held constant.
+* **layer norm** ``y = c · (mean(c · c) + eps)^(−1/2) · γ + β`` with ``c = x − μ(x)``:
+  the product rule for ``c · c`` and ``c · s``, Rescale for ``s = (v + eps)^(−1/2)``;
+  the normalization is not linearized (holding σ at the input's value would break
+  summation-to-delta), so ``Σ_i C_i = t(x) − t(x⁰)`` stays exact (< 1e-9 in float64 on
+  tiny ViT, Swin, ConvNeXt and timm ViT).
+
+  These three need the ``2B`` items along the first dimension of every operand,
+  possibly merged item-major with windows or heads (Swin's ``(2B·W, ...)``); RevealCancel
+  refuses them (its parts are not carried through them).
 * **max-pool**, ``max_pool=`` one of
 
   * ``"argmax"`` (default): in each window ``y = max_i z_i``; with ``i*`` the argmax for
@@ -52,7 +69,7 @@ or a number, a tensor like one input or like ``inputs``, or a callable.
 "global" attribution) instead of ``Δx · m``.
 
 Input and reference run as one batch of ``2B``; the model runs in eval mode. Operations
-without a rule (products of activations, layer norm, ...) raise
+without a rule (quotients of activations, group norm, ...) raise
 :class:`~fvis.hooks.UnsupportedOperation`.
 """
 
@@ -91,6 +108,25 @@ class _Rescale(torch.autograd.Function):
         (m,) = ctx.saved_tensors
         gx = m * g[: ctx.b]
         return torch.cat([gx, torch.zeros_like(g[ctx.b :])]), None, None
+
+
+class _Product(torch.autograd.Function):
+    """``y = f(a, b)`` bilinear (``a * b``, ``a @ b``): multipliers ``∂f(a, b̄)/∂a`` and
+    ``∂f(ā, b)/∂b`` at the means ``ā = (a + a⁰)/2``, ``b̄ = (b + b⁰)/2``, so that
+    ``Δy = f(Δa, b̄) + f(ā, Δb)`` exactly (the cross term ``f(Δa, Δb)`` split equally)."""
+
+    @staticmethod
+    def forward(ctx, a, b, f, n):
+        ctx.f, ctx.n = f, n
+        ctx.save_for_backward(a, b)
+        return f(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        n = ctx.n
+        ga, gb = algebra.bilinear_vjp(ctx.f, (a[:n] + a[n:]) / 2, (b[:n] + b[n:]) / 2, g[:n])
+        return padded(ga), padded(gb), None, None
 
 
 class _MaxPool(torch.autograd.Function):
@@ -202,11 +238,62 @@ class _Policy(algebra.Policy):
 
     def activation(self, op, z, f, relu_like):
         if self.parts is None:
-            return _Rescale.apply(z, f, self.b)
+            return _Rescale.apply(z, f, self._half(op, z))
         pos, neg = self.parts.get(op.source, op.where)
         y, ypos, yneg = RevealCancel.apply(f, self.b, z.detach(), pos, neg)
         self.parts.put(y, lambda: (ypos, yneg))
         return y
+
+    def product(self, op, a, b, f):
+        self._no_parts(op)
+        n = self._half(op, a, b)
+        return _Product.apply(a, b, f, n)
+
+    def _half(self, op, *ts: Tensor) -> int:
+        """Rows per half: the ``2B`` items (inputs, then references) lead the first
+        dimension, possibly merged item-major with windows or heads (Swin's ``(2B·W, ...)``)."""
+        rows = ts[0].shape[0] if ts[0].dim() else 0
+        if rows % (2 * self.b) or any(t.dim() == 0 or t.shape[0] != rows for t in ts):
+            shapes = ", ".join(str(tuple(t.shape)) for t in ts)
+            raise hooks.UnsupportedOperation(
+                f"{self.method} cannot propagate through {hooks.op_name(op.func)} in "
+                f"{op.where}: {shapes} do not hold the {2 * self.b} items (inputs, then "
+                "references) along their first dimension"
+            )
+        return rows // 2
+
+    def softmax(self, op, z, dim, f):
+        """``exp(z − c) · 1/Σ exp(z − c)``, ``c`` the larger of the row maxima of input and
+        reference (a shared constant): Rescale for ``exp`` and ``1/s``, products exact."""
+        self._no_parts(op)
+        n = self._half(op, z)
+        c = z.detach().amax(dim, keepdim=True)
+        c = torch.maximum(c[:n], c[n:]).repeat(2, *([1] * (z.dim() - 1)))
+        e = _Rescale.apply(z - c, torch.exp, n)
+        r = _Rescale.apply(e.sum(dim, keepdim=True), torch.reciprocal, n)
+        return self.product(op, e, r, torch.mul)
+
+    def layer_norm(self, op, x, norm):
+        """``c · 1/√(mean(c·c) + eps) · γ + β`` with ``c = x − μ(x)``: Rescale for the
+        reciprocal square root, products exact; nothing is linearized."""
+        self._no_parts(op)
+        dims = tuple(range(-len(norm.normalized_shape), 0))
+        c = x - x.mean(dims, keepdim=True)
+        var = self.product(op, c, c, torch.mul).mean(dims, keepdim=True)
+        scale = _Rescale.apply(var + norm.eps, torch.rsqrt, self._half(op, x))
+        y = self.product(op, c, scale, torch.mul)
+        if norm.weight is not None:
+            y = y * norm.weight
+        return y + norm.bias if norm.bias is not None else y
+
+    def _no_parts(self, op):
+        if self.parts is not None:
+            raise hooks.UnsupportedOperation(
+                f"{self.method} cannot propagate through {hooks.op_name(op.func)} in "
+                f"{op.where}: RevealCancel's positive and negative parts are not carried "
+                "through layer norms, softmax or products of activations; use "
+                "DeepLift(model, 'rescale')"
+            )
 
     def max_pool(self, op, z, pool):
         maps: list = []

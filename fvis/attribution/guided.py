@@ -1,24 +1,32 @@
 """Deconvnet (Zeiler & Fergus 2014) and Guided Backprop (Springenberg et al. 2015).
 
 Both are the gradient of the objective with respect to the input, with the backward pass
-of every ReLU-like unit ``y = f(z)`` (ReLU, ReLU6, Hardtanh(0, ·); module or functional,
-each call of a reused module separately) replaced:
+of every rectifier ``y = f(z)`` replaced (module or functional, each call of a reused
+module separately), ``g`` being the modified gradient arriving at the unit's output:
 
 * gradient:        ``∂/∂z = f'(z) · g``
-* Deconvnet:       ``∂/∂z = max(g, 0)``              (ignores the forward activation)
-* Guided Backprop: ``∂/∂z = max(f'(z) · g, 0)``      (= ``1[z > 0] · max(g, 0)`` for ReLU)
+* Deconvnet:       ``∂/∂z = max(g, 0)``                      (ignores the forward pass)
+* Guided Backprop: ``∂/∂z = 1[z > 0] · max(f'(z) · g, 0)``   (guided by the sign of z)
 
-with ``g`` the modified gradient arriving at the unit's output. Max-pooling keeps its
-gradient (Zeiler & Fergus' "switches"); every other operation, including other
-nonlinearities (sigmoid, SiLU, GELU, ...), keeps its plain gradient; a network in which no
-ReLU-like unit runs (a ViT's GELUs) is refused (``fvis.hooks.UnsupportedOperation``), as the
-result would be the plain gradient. The result is shaped
-like the input, not multiplied by it.
+Rectifiers are ReLU, ReLU6 and Hardtanh(0, ·) — for which both rules are the papers' —
+and their smooth or leaky variants GELU, SiLU, Mish, Hardswish, Softplus, ELU, CELU,
+SELU and LeakyReLU, for which these are the definitions fvis uses: Guided Backprop keeps
+the local gradient where the unit's input is positive and the product ``f'(z) · g`` is,
+Deconvnet passes the positive backward signal. For GELU at ``z = 1``, ``g = 2``:
+gradient ``2 f'(1) = 2.166``, Guided Backprop 2.166, Deconvnet 2; at ``z = −1``: gradient
+``2 f'(−1) = −0.166``, Guided Backprop 0, Deconvnet 2.
+
+Max-pooling keeps its gradient (Zeiler & Fergus' "switches"); every other operation,
+including the saturating nonlinearities (sigmoid, tanh, hardsigmoid), softmax and layer
+norms, keeps its plain gradient; a network in which no rectifier runs is refused
+(``fvis.hooks.UnsupportedOperation``), as the result would be the plain gradient. The
+result is shaped like the input, not multiplied by it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from fvis import hooks
 from fvis.attribution import algebra
@@ -27,14 +35,22 @@ from fvis.attribution.base import Attribution, resolve_target
 __all__ = ["Deconvnet", "GuidedBackprop"]
 
 
+# the smooth and leaky rectifiers (ReLU, ReLU6, Hardtanh(0, ·): ``relu_like``)
+_RECTIFIERS = {
+    F.gelu, F.silu, F.mish, F.hardswish, F.softplus, F.elu, F.elu_, F.celu, F.selu,
+    F.leaky_relu, F.leaky_relu_,
+}  # fmt: skip
+
+
 class _ReluBackward(torch.autograd.Function):
-    """Any ReLU-like ``y = f(z)``: the derivative ``f'(z)`` is taken by autograd."""
+    """Any rectifier ``y = f(z)``: the derivative ``f'(z)`` is taken by autograd."""
 
     @staticmethod
     def forward(ctx, z, f, guided):
         ctx.guided = guided
         if guided:
-            ctx.save_for_backward(algebra.local_derivative(f, z))
+            d = algebra.local_derivative(f, z)
+            ctx.save_for_backward(torch.where(z > 0, d, 0))  # 1[z > 0] f'(z)
         return f(z)
 
     @staticmethod
@@ -77,11 +93,11 @@ class _Policy(hooks.Policy):
     def __init__(self, guided: bool):
         self.guided = guided
         self.method = "Guided Backprop" if guided else "Deconvnet"
-        self.modified = 0  # ReLU-like calls whose backward was replaced
+        self.modified = 0  # rectifier calls whose backward was replaced
         self.others: set[str] = set()  # other nonlinearities seen (plain gradient)
 
     def activation(self, op, z, f, relu_like):
-        if not relu_like:
+        if not (relu_like or op.func in _RECTIFIERS):
             self.others.add(hooks.op_name(op.func))
             return None
         self.modified += 1
@@ -104,7 +120,8 @@ class _ModifiedGradient(Attribution):
         if not policy.modified:
             seen = f" (it ran {', '.join(sorted(policy.others))})" if policy.others else ""
             raise hooks.UnsupportedOperation(
-                f"{policy.method} found no ReLU-like unit between the input and the target "
+                f"{policy.method} found no ReLU-like unit (ReLU, GELU, SiLU, ...) between the "
+                f"input and the target "
                 f"in {type(self.model).__name__}{seen}, so its result would be the plain "
                 "gradient under another name; use Gradient"
             )
@@ -112,7 +129,8 @@ class _ModifiedGradient(Attribution):
 
 
 class Deconvnet(_ModifiedGradient):
-    """Deconvnet: ReLU backward ``max(g, 0)``, ignoring the forward pass (module docstring).
+    """Deconvnet: rectifier backward ``max(g, 0)``, ignoring the forward pass (module
+    docstring).
 
     >>> Deconvnet(model).attribute(x, target=3).shape   # like the input
     torch.Size([2, 1, 28, 28])
@@ -122,7 +140,7 @@ class Deconvnet(_ModifiedGradient):
 
 
 class GuidedBackprop(_ModifiedGradient):
-    """Guided Backprop: ReLU backward ``1[z > 0]·max(g, 0)`` (module docstring).
+    """Guided Backprop: rectifier backward ``1[z > 0]·max(f'(z)·g, 0)`` (module docstring).
 
     >>> GuidedBackprop(model).attribute(x, target=3).shape   # like the input
     torch.Size([2, 1, 28, 28])

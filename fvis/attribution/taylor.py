@@ -67,6 +67,7 @@ class DeepTaylor(LRP):
         zplus = ZPlus(bias=False)
         # average pools: the z-rule (sum-pooling in Montavon et al. 2017), z⁺ for a ≥ 0
         composite = Composite(conv=zplus, linear=zplus, pool=Epsilon(1e-6), first=first)
+        composite.norm = composite.product = None  # not derived: refused
         super().__init__(model, composite, max_pool=max_pool, canonizers=canonizers)
 
 

@@ -33,6 +33,7 @@ from fvis.hooks.forward import Activations, capture, input_gradient, run
 from fvis.hooks.handles import check_no_hooks, hookable, hooks_on
 from fvis.hooks.intercept import (
     Interceptor,
+    LayerNorm,
     LinearCalls,
     Op,
     Policy,
@@ -63,6 +64,7 @@ __all__ = [
     "Interceptor",
     "LayerError",
     "LayerInfo",
+    "LayerNorm",
     "LinearCalls",
     "Op",
     "Policy",

@@ -23,25 +23,39 @@ Kinds of operation and what the policies do with them:
 ==============  ===========================================  ============================
 kind            operations                                   used by
 ==============  ===========================================  ============================
-activation      relu, relu6/hardtanh, sigmoid, tanh, silu,   Guided/Deconvnet (ReLU-like
+activation      relu, relu6/hardtanh, sigmoid, tanh, silu,   Guided/Deconvnet (rectifiers
                 gelu, elu, leaky_relu, ... (elementwise)     only), DeepLIFT, LRP (pass)
 max_pool        max_pool1-3d, adaptive_max_pool1-3d          DeepLIFT (others: gradient,
                                                              i.e. winner takes all)
 linear          conv1-3d, conv_transpose1-3d, linear         LRP rules, RevealCancel
-pool            avg_pool1-3d, adaptive_avg_pool1-3d          LRP rules, RevealCancel
+pool            avg_pool1-3d, adaptive_avg_pool1-3d, mean    LRP rules, RevealCancel
+                and sum over non-batch dimensions
 sum             ``a + b``, ``a - b`` of two activations      LRP (proportional split),
                                                              RevealCancel
 scale           ``a * c``, ``a / c``, ``a + c``, ``-a`` for  LRP (pass)
                 a constant ``c``
 batch_norm      ``F.batch_norm``                             LRP (pass)
-neutral         reshaping, indexing, ``cat``, dropout, ...   nobody (gradient is right)
+layer_norm      ``F.layer_norm``                             LRP (LN-rule), DeepLIFT
+softmax         ``F.softmax``, ``Tensor.softmax``            LRP (AH-rule), DeepLIFT
+matmul          ``@``, ``matmul``, ``bmm``, two-operand      LRP rules, RevealCancel
+                ``einsum``: with a constant factor a         (constant factor); LRP,
+                linear operation, of two activations a       DeepLIFT (products)
+                *product*, as is ``a * b``
+attention       ``F.scaled_dot_product_attention``,          policies acting on softmax
+                ``F.multi_head_attention_forward``           or products: written out
+neutral         reshaping, indexing, ``cat``, ``roll``,      nobody (gradient is right)
+                dropout, ...
 ==============  ===========================================  ============================
+
+Fused attention is run as written out in :mod:`fvis.hooks.attention` (projections,
+``q kᵀ``, softmax, ``A v``) with the interceptor active, so the policy sees its parts.
 
 An *activation* here is a tensor that depends on the input (requires grad; the interceptor
 detaches parameters, so nothing else does). A policy with ``strict = True`` (DeepLIFT, LRP)
-refuses any other differentiable operation on activations, such as a product of two
-activations or a layer norm, with an :class:`UnsupportedOperation` naming the operation
-and the module that ran it, instead of silently propagating a plain gradient through it.
+refuses any other differentiable operation on activations, such as a quotient of two
+activations or a group norm, and a layer norm, softmax or product of activations that its
+hook declines (returns ``None`` for), with an :class:`UnsupportedOperation` naming the
+operation and the module that ran it, instead of silently propagating a plain gradient through it.
 TorchScript modules run outside Python and cannot be intercepted; they are refused.
 """
 
@@ -57,11 +71,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from fvis.hooks import attention
+
 if TYPE_CHECKING:
     from fvis.hooks.calls import CallTracker
 
 __all__ = [
     "Interceptor",
+    "LayerNorm",
     "LinearCalls",
     "Op",
     "Policy",
@@ -86,7 +103,7 @@ _PY_ACT = [
     F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.selu, F.celu, F.silu, F.mish,
     F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh,
 ]  # fmt: skip
-_SIGNATURES = {f: inspect.signature(f) for f in _PY_ACT}
+_SIGNATURES = {f: inspect.signature(f) for f in [*_PY_ACT, F.softmax]}
 # Builtins: (out-of-place equivalent, in place?).
 _BUILTIN_ACT = {
     torch.relu: (torch.relu, False),
@@ -163,8 +180,17 @@ _NEUTRAL = {
     _T.squeeze, torch.unsqueeze, _T.unsqueeze, torch.narrow, _T.narrow, torch.select,
     _T.select, _T.expand, _T.expand_as, _T.repeat, _T.to, _T.float, _T.double, _T.half,
     _T.type_as, _T.cpu, _T.detach, torch.detach, F.dropout, F.dropout1d, F.dropout2d,
-    F.dropout3d, F.alpha_dropout, F.pad, _T.__setitem__,
+    F.dropout3d, F.alpha_dropout, F.pad, _T.__setitem__, torch.roll, _T.roll, torch.swapaxes,
+    _T.swapaxes, torch.swapdims, _T.swapdims, torch.movedim, _T.movedim, torch.moveaxis,
+    _T.moveaxis,
 }  # fmt: skip
+# means and sums over given dimensions other than the batch: linear, like average pools
+_REDUCE = {torch.mean, _T.mean, torch.sum, _T.sum}
+_SOFTMAX = {F.softmax, torch.softmax, _T.softmax}
+_MATMUL = {torch.matmul, _T.matmul, _T.__matmul__, torch.bmm, _T.bmm, torch.einsum}
+# fused attention, run as written out in fvis.hooks.attention for policies acting on it
+_ATTENTION = {F.scaled_dot_product_attention: attention.sdpa,
+              F.multi_head_attention_forward: attention.mha}  # fmt: skip
 # neutral operations through which the model input's bounds are carried (elementwise or
 # reordering; value ranges map to value ranges)
 _BOUNDS_THROUGH = _NEUTRAL - {torch.stack, torch.split, _T.split, torch.chunk, _T.chunk,
@@ -177,13 +203,20 @@ for _f in _MAX_POOL:
     _KIND[_f] = "max_pool"
 for _f in _CONV | {F.linear}:
     _KIND[_f] = "linear"
-for _f in _POOL:
+for _f in _POOL | _REDUCE:
     _KIND[_f] = "pool"
 for _f in _SUM:
     _KIND[_f] = "sum"
 for _f in _SCALE:
     _KIND[_f] = "scale"
 _KIND[F.batch_norm] = "batch_norm"
+_KIND[F.layer_norm] = "layer_norm"
+for _f in _SOFTMAX:
+    _KIND[_f] = "softmax"
+for _f in _MATMUL:
+    _KIND[_f] = "matmul"
+for _f in _ATTENTION:
+    _KIND[_f] = "attention"
 for _f in _NEUTRAL:
     _KIND[_f] = "neutral"
 
@@ -256,15 +289,31 @@ class Op:
         return f"module {self.name or '<model>'!r} ({kind})"
 
 
+class LayerNorm(NamedTuple):
+    """The arguments of ``F.layer_norm`` after its input: ``y = (x − μ)/√(σ² + eps) · weight +
+    bias`` over the trailing ``normalized_shape`` dimensions."""
+
+    normalized_shape: tuple[int, ...]
+    weight: Tensor | None
+    bias: Tensor | None
+    eps: float
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
 class LinearCalls(NamedTuple):
     """How a policy wants intercepted linear operations described to :meth:`Policy.linear`:
     ``weighted(func, weight, bias, args, kwargs)`` for a convolution or ``F.linear``,
     ``pool(func, args, kwargs)`` for an average pool, ``sum(coeffs, shape)`` for a sum of
-    activations (the rule algebra's classes, :mod:`fvis.attribution.algebra`)."""
+    activations, ``product(f, const, first)`` for ``f(const, x)`` (``first``) or
+    ``f(x, const)``, a product (``@``, ``*``) with one constant factor (the rule algebra's
+    classes, :mod:`fvis.attribution.algebra`)."""
 
     weighted: Callable
     pool: Callable
     sum: Callable
+    product: Callable
 
 
 class Policy:
@@ -314,6 +363,19 @@ class Policy:
         """``f(x)`` multiplies/divides ``x`` by, or adds, a constant."""
         return None
 
+    def layer_norm(self, op: Op, x: Tensor, norm: LayerNorm):
+        """``F.layer_norm(x, *norm)``; ``None`` runs it (a strict policy: refuses it)."""
+        return None
+
+    def softmax(self, op: Op, z: Tensor, dim: int, f: Callable):
+        """``f(z) = softmax(z, dim)``; ``None`` runs it (a strict policy: refuses it)."""
+        return None
+
+    def product(self, op: Op, a: Tensor, b: Tensor, f: Callable):
+        """``f(a, b)``, ``a * b`` or ``a @ b`` of two activations; ``None`` runs it (a strict
+        policy: refuses it)."""
+        return None
+
     def alias(self, src: Tensor, dst: Tensor) -> None:
         """An in-place operation copied ``src`` into ``dst``; ``dst`` now stands for it."""
 
@@ -359,9 +421,10 @@ class Interceptor(TorchFunctionMode):
         raise UnsupportedOperation(
             f"{self.policy.method} cannot propagate through {op_name(op.func)} in {op.where}: "
             f"{why}. Supported: conv/linear/average-pool layers, sums of activations, "
-            "elementwise activations, BatchNorm in eval mode, max-pool, and reshaping, "
-            "indexing and concatenation. Use a gradient method (e.g. IntegratedGradients) or "
-            "Guided Backprop for this model."
+            "elementwise activations, BatchNorm in eval mode, max-pool, layer norm and "
+            "attention (LRP, DeepLIFT Rescale), and reshaping, indexing and concatenation. "
+            "Use a gradient method (e.g. IntegratedGradients) or Guided Backprop for this "
+            "model."
         )
 
     def _check_unknown(self, func, args, kwargs, out):
@@ -455,6 +518,11 @@ class Interceptor(TorchFunctionMode):
         x, rest = args[0], args[1:]
         if not is_activation(x) or self.policy.calls is None:
             return func(*args, **kwargs)
+        if func in _REDUCE:
+            dim = rest[0] if rest else kwargs.get("dim")
+            dims = (dim,) if isinstance(dim, int) else tuple(dim or ())
+            if not dims or any(d % x.dim() == 0 for d in dims):  # over the batch: items mix
+                return self._unknown_call(func, args, kwargs)
         call = self.policy.calls.pool(func, tuple(rest), dict(kwargs))
         out = self.policy.linear(self._op(func, source=x), call, [x])
         return func(*args, **kwargs) if out is None else out
@@ -495,7 +563,9 @@ class Interceptor(TorchFunctionMode):
             return self._unknown_call(func, args, kwargs)
         a, b = args
         if is_activation(a) and is_activation(b):
-            return self._unknown_call(func, args, kwargs)  # a product of activations
+            if outofplace is torch.mul and not inplace:
+                return self._product(func, a, b, torch.mul)
+            return self._unknown_call(func, args, kwargs)  # a quotient or in-place product
         if is_activation(b) and outofplace is torch.div:
             return self._unknown_call(func, args, kwargs)  # c / x is not linear in x
         return self._scale_impl(func, a, b, outofplace, inplace)
@@ -532,6 +602,75 @@ class Interceptor(TorchFunctionMode):
         rest = dict(bound.arguments)
         out = self.policy.batch_norm(op, x, lambda t: func(t, **rest))
         return func(*args, **kwargs) if out is None else out
+
+    def _layer_norm(self, func, args, kwargs):
+        bound = inspect.signature(F.layer_norm).bind(*args, **kwargs)
+        x = bound.arguments.pop("input")
+        if not is_activation(x):
+            return func(*args, **kwargs)
+        a = bound.arguments
+        norm = LayerNorm(tuple(a["normalized_shape"]), a.get("weight"), a.get("bias"),
+                         float(a.get("eps", 1e-5)))  # fmt: skip
+        out = self.policy.layer_norm(self._op(func, source=x), x, norm)
+        return self._unknown_call(func, args, kwargs) if out is None else out
+
+    def _softmax(self, func, args, kwargs):
+        if func is F.softmax:
+            kw = dict(_SIGNATURES[F.softmax].bind(*args, **kwargs).arguments)
+            kw.pop("_stacklevel", None)
+            z, rest = kw.pop("input"), []
+        else:
+            kw = dict(kwargs)
+            z, rest = (args[0], list(args[1:])) if args else (kw.pop("input"), [])
+        dim = rest.pop(0) if rest else kw.pop("dim", None)
+        dtype = rest.pop(0) if rest else kw.pop("dtype", None)
+        if not is_activation(z):
+            return func(*args, **kwargs)
+        if dim is None or rest or any(v is not None for v in kw.values()):
+            return self._unknown_call(func, args, kwargs)
+
+        def f(t, dim=dim, dtype=dtype):  # dtype: a cast first (Hugging Face's float32)
+            return torch.softmax(t if dtype is None else t.to(dtype), dim)
+
+        out = self.policy.softmax(self._op(func, source=z), z, dim, f)
+        return self._unknown_call(func, args, kwargs) if out is None else out
+
+    def _matmul(self, func, args, kwargs):
+        f, operands = torch.matmul, args
+        if func is torch.einsum and args and isinstance(args[0], str):
+            ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+
+            def f(a, b, equation=args[0]):
+                return torch.einsum(equation, a, b)
+
+            operands = tuple(ops)
+        if len(operands) != 2 or kwargs:
+            return self._unknown_call(func, args, kwargs)
+        a, b = operands
+        if is_activation(a) and is_activation(b):
+            return self._product(func, a, b, f)
+        if not (is_activation(a) or is_activation(b)) or self.policy.calls is None:
+            return func(*args)
+        first = not is_activation(a)  # the constant is the first factor
+        x, const = (b, a) if first else (a, b)
+        call = self.policy.calls.product(f, const, first)
+        out = self.policy.linear(self._op(func, source=x), call, [x])
+        return call.forward([x]) if out is None else out
+
+    def _product(self, func, a, b, f):
+        out = self.policy.product(self._op(func, source=a), a, b, f)
+        return self._unknown_call(func, (a, b), {}) if out is None else out
+
+    def _attention(self, func, args, kwargs):
+        if not any(is_activation(t) for t in tensors_in((args, kwargs))):
+            return func(*args, **kwargs)
+        try:
+            with self:  # the written-out form's operations reach the policy
+                return _ATTENTION[func](*args, **kwargs)
+        except NotImplementedError as e:
+            if not self.policy.strict:
+                return func(*args, **kwargs)
+            self._refuse(self._op(func), f"it is written out only without {e}")
 
     def _neutral(self, func, args, kwargs):
         out = func(*args, **kwargs)
