@@ -68,7 +68,8 @@ class TinyNHWC(nn.Module):
 
 
 def _tokens():
-    return attach(TinyTokens(), ModelInfo(input_size=(1, 4, 4))), torch.arange(16.0).view(1, 1, 4, 4)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    return attach(TinyTokens(), ModelInfo(input_size=(1, 4, 4))), x
 
 
 def _nhwc():
@@ -172,7 +173,7 @@ def _zero_heads_to_random(model):
             "vit_b_16",
             "encoder.layers.encoder_layer_11.ln_1",
             # pytorch-grad-cam's documented ViT reshape_transform (tutorials/vision_transformers)
-            lambda t: t[:, 1:, :].reshape(t.size(0), 14, 14, t.size(2)).transpose(2, 3).transpose(1, 2),
+            lambda t: t[:, 1:, :].reshape(t.size(0), 14, 14, t.size(2)).permute(0, 3, 1, 2),
         ),
         ("swin_t", "features", lambda t: t.permute(0, 3, 1, 2)),  # its Swin example, NHWC
     ],

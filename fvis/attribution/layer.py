@@ -268,7 +268,8 @@ class LayerIntegratedGradients(Attribution):
             (g,) = torch.autograd.grad(s.sum(), value)
             flat_total.index_add_(0, pair.to(a.device), weights[step].to(a.device).view_as(al) * g)
         attr = ((a.unsqueeze(0) - a0) * total).mean(0)
-        (out,) = layer_grid(self.model, x, layer, attr if self.multiply_by_inputs else total.mean(0))
+        out = attr if self.multiply_by_inputs else total.mean(0)
+        (out,) = layer_grid(self.model, x, layer, out)
         out = _reduce(out, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
         if not return_delta:
             return out

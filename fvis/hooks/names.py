@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Iterable, Sequence
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 from fvis.hooks.handles import hookable, hooks_on
 from fvis.hooks.intercept import tensors_in
-from fvis.hooks.layouts import Layout, detect, parse as parse_layout, patch_grid, prefix_tokens
+from fvis.hooks.layouts import Layout, detect, patch_grid, prefix_tokens
+from fvis.hooks.layouts import parse as parse_layout
 from fvis.hooks.state import guard
 from fvis.models.info import info as model_info
 from fvis.outputs import select

@@ -190,9 +190,10 @@ def _items(text: str, spec: str, kind: str, count: int | None, labels) -> list[i
 def parse_units(text: str, *, count=None, labels=None) -> list[Unit]:
     """Every unit a spec string names (see the module docstring), in order.
 
-    ``count``: ``layer -> number of channels`` (features in the layer's layout; a callable; ``"output"`` counts the
-    classes), needed for ``*`` and used to check ranges. ``labels``: the model's class
-    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling.
+    ``count``: ``layer -> number of channels`` (the features of the layer's layout; a
+    callable; ``"output"`` counts the classes), needed for ``*`` and used to check
+    ranges. ``labels``: the model's class labels, to check ``class[name]``. Raises
+    :class:`UnitError` with the correct spelling.
     """
     specs = text.split()
     if not specs:
