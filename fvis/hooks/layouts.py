@@ -93,7 +93,14 @@ class Layout:
 
     def to_grid(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` (B, ...) in this layout → features first: ``(B, D, h, w)`` for a grid,
-        ``(B, D, N)`` for tokens without one; ``NCHW`` is returned as it is (a view)."""
+        ``(B, D, N)`` for tokens without one; ``NCHW`` is returned as it is (a view).
+
+        >>> import torch
+        >>> t = torch.arange(15.0).view(1, 5, 3)  # a class token, then 2×2 patches of 3 dims
+        >>> Layout("tokens", prefix=1, grid=(2, 2)).to_grid(t)[0, 0]  # dim 0 of each patch
+        tensor([[ 3.,  6.],
+                [ 9., 12.]])
+        """
         if self.kind == "NCHW":
             return t
         if self.kind == "NHWC":

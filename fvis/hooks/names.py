@@ -78,6 +78,12 @@ class LayerInfo:
         """The positions a neuron can sit at: ``(H, W)``, the token grid, or ``()``."""
         return self.layout.spatial(self.shape)
 
+    def __repr__(self) -> str:
+        return (
+            f"LayerInfo(name={self.name!r}, type={self.type!r}, shape={self.shape}, "
+            f"layout={str(self.layout)!r}, features={self.features}, grid={self.grid})"
+        )
+
 
 @dataclass(frozen=True)
 class Trace:
