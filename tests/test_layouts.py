@@ -15,7 +15,7 @@ from torchvision.ops.misc import Permute
 import fvis
 from fvis import hooks
 from fvis import objectives as O
-from fvis.attribution import GradCAM, LayerGradientXActivation
+from fvis.attribution import GradCAM, LayerGradientXActivation, LayerIntegratedGradients
 from fvis.attribution.layer import default_layer
 from fvis.hooks import Layout
 from fvis.models.info import ModelInfo, attach
@@ -144,6 +144,14 @@ def test_gradcam_and_layer_methods_on_nhwc_by_hand():
         torch.testing.assert_close(got[0, 0], want, rtol=0, atol=1e-6)
     r = LayerGradientXActivation(model).attribute(x, 0, layer="lin")
     torch.testing.assert_close(r[0], a * model.head.weight[0].detach().view(2, 1, 1) / 6)
+    # linear above "lin": IG from the black baseline (A' = 0) equals gradient × activation
+    ig, delta = LayerIntegratedGradients(model).attribute(
+        x, 0, layer="lin", baselines=torch.zeros_like(x), steps=4, return_delta=True
+    )
+    torch.testing.assert_close(ig, r)
+    assert delta.abs().max() < 1e-5
+    per_feature = LayerGradientXActivation(model).attribute(x, 0, layer="lin", reduce="channel")
+    torch.testing.assert_close(per_feature, r.sum((2, 3)))  # (1, 2): one value per feature
     assert_clean(model, before)
 
 
