@@ -14,7 +14,10 @@ class 1 of ``"out"``), then prints one row per architecture. Cells:
   (the first words are listed under the table) — acceptable;
 * ``=grad``: Guided Backprop or Deconvnet returned exactly the plain gradient (the
   silent failure issue 12 forbids);
-* ``FAIL``: a crash of another kind, a wrong shape, NaN/Inf or a constant map.
+* ``FAIL``: a crash of another kind, a wrong shape, NaN/Inf or a constant map;
+* ``ok (< 0: ReLU → 0)``: Grad-CAM(++) is 0 everywhere because its map before the ReLU
+  is negative everywhere (finite and non-constant with ``relu=False``) — what the method
+  defines for a random network with no positive evidence, not a failure of fvis.
 
 The issue asks for ``ok`` or ``refused`` everywhere. Layers are listed with their layout
 (NCHW, NHWC, ViT tokens) and the rendered unit is a feature of a middle layer; the CAM
@@ -63,6 +66,7 @@ REFUSALS = (ValueError, NotImplementedError, LayerError, IndexError, Unsupported
 def build(name: str):
     """The model for one row (random weights, eval mode; a linear layer initialised to
     zero, as torchvision's ViT head is, gets small random weights so maps are not 0)."""
+    torch.manual_seed(0)  # the same random weights on every run (Hugging Face's too)
     model = _build(name)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -148,6 +152,10 @@ def row(name: str, methods: list[str], steps: int, notes: dict) -> dict[str, str
             if attr.shape[1] == 1 and x.shape[1] != 1:  # CAMs: one map for all channels
                 attr = attr.expand_as(x)
             cell = check_map(attr, x)
+            if cell == "FAIL (constant)" and method in ("gradcam", "gradcam_plus_plus"):
+                signed = attribution.attribute(x, target, relu=False, **kwargs)
+                if check_map(signed.expand_as(x), x) == "ok" and signed.max() <= 0:
+                    cell = "ok (< 0: ReLU → 0)"  # a true Grad-CAM result: no positive evidence
             if method in ("guided_backprop", "deconvnet") and torch.equal(attr, gradient()):
                 cell = "=grad"  # whatever --methods lists: the gradient is computed here
         except REFUSALS as e:
