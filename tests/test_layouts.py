@@ -19,7 +19,8 @@ from fvis.attribution import GradCAM, LayerGradientXActivation, LayerIntegratedG
 from fvis.attribution.layer import default_layer
 from fvis.hooks import Layout
 from fvis.models.info import ModelInfo, attach
-from fvis.recipes.units import parse_unit
+from fvis.recipes.recipe import _counts
+from fvis.recipes.units import UnitError, parse_unit, parse_units
 
 
 class TinyTokens(nn.Module):
@@ -107,6 +108,13 @@ def test_tokens_channel_and_neuron_read_embedding_dims_over_patches():
     with pytest.raises(IndexError, match="outside layer 'mix' of size 2×2"):
         _value(model, x, O.neuron("mix", 0, x=2, y=0))
     assert_clean(model, before)
+
+
+def test_unit_specs_count_features():
+    model, _ = _tokens()
+    assert [u.index for u in parse_units("mix[*]", **_counts(model))] == [0, 1, 2]
+    with pytest.raises(UnitError, match="out of range"):
+        parse_units("mix[3]", **_counts(model))
 
 
 def test_declared_layout_overrides_detection():

@@ -179,8 +179,8 @@ def _own(module: nn.Module, shape: tuple[int, ...]) -> bool | None:
             return False
         return len(module.normalized_shape) == 1 and shape[-1] == module.normalized_shape[0]
     dims = getattr(module, "dims", None)
-    if type(module).__name__ == "Permute" and isinstance(dims, Sequence) and len(dims) == 4:
-        return tuple(dims) == (0, 2, 3, 1) if tuple(dims) != (0, 3, 1, 2) else False
+    if type(module).__name__ == "Permute" and isinstance(dims, Sequence):
+        return {(0, 2, 3, 1): True, (0, 3, 1, 2): False}.get(tuple(dims))
     return None
 
 
