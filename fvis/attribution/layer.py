@@ -11,8 +11,9 @@ activation ``A`` contributes to the target, for one input.
   layer (a stage output like ``"layer3"``, not a conv inside a residual block).
 
 Results are features first (:func:`layer_grid`): channels-last and ViT tokens come back
-as ``(B, D, h, w)`` (patch tokens only). ``reduce``: ``None`` keeps that shape; ``"channel"`` sums
-over positions, ``(B, C)``; ``"position"`` sums over channels, ``(B, 1, H, W)``.
+as ``(B, D, h, w)`` (patch tokens only; IG's ``return_delta`` still counts the class
+token). ``reduce``: ``None`` keeps that shape; ``"channel"`` sums over positions,
+``(B, C)``; ``"position"`` sums over channels, ``(B, 1, H, W)``.
 ``upsample=True`` resizes spatial outputs to the input's size (bilinear).
 
 Layers are addressed by hook-layer names (``"conv3"``, ``"layer4"``,

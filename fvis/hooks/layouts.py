@@ -28,7 +28,7 @@ conservative; the first rule that applies decides:
    convolutions, BatchNorm, pooling are channels-first; torchvision's ``Permute`` says
    by its ``dims``;
 2. a container (``Sequential``, a block) takes the layout of the last module call inside
-   it with the same output shape;
+   it, if that call's output has the container's shape;
 3. a shape-keeping module (GELU, Dropout, Identity, ...) takes the layout of the module
    call whose output it received;
 4. otherwise channels-first.
