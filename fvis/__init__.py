@@ -5,8 +5,9 @@
 >>> import fvis
 >>> from fvis import objectives as obj
 >>> model = fvis.load_model("fvis:mnist")
->>> fvis.layers(model)[1]
-LayerInfo(name='conv1', type='Conv2d', shape=(16, 28, 28))
+>>> fvis.layers(model)[1]  # doctest: +NORMALIZE_WHITESPACE
+LayerInfo(name='conv1', type='Conv2d', shape=(16, 28, 28), layout='NCHW', features=16,
+          grid=(28, 28))
 >>> result = fvis.render(model, obj.channel("conv3", 5) - 0.05 * obj.total_variation(),
 ...                      steps=8, progress=False)
 """

@@ -170,11 +170,13 @@ def cmd_layers(args) -> int:
     size = (model.fvis_info.channels, args.size, args.size) if args.size else None
     rows = layers(model, size)
     width = max(len(r.name) for r in rows)
-    print(f"{'layer'.ljust(width)}  {'type'.ljust(18)}  channels  shape")
+    print(f"{'layer'.ljust(width)}  {'type'.ljust(18)}  features  grid     layout           shape")
     for r in rows:
+        grid = "×".join(map(str, r.grid)) or "-"
+        layout = str(r.layout) if len(r.shape) > 1 else "vector"
         print(
-            f"{r.name.ljust(width)}  {r.type.ljust(18)}  {r.channels:8d}  "
-            f"{'×'.join(map(str, r.shape))}"
+            f"{r.name.ljust(width)}  {r.type.ljust(18)}  {r.features:8d}  {grid:7s}  "
+            f"{layout:15s}  {'×'.join(map(str, r.shape))}"
         )
     return 0
 

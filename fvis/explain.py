@@ -23,7 +23,7 @@ from fvis import heatmap
 from fvis import objectives as O
 from fvis.attribution import get as get_method
 from fvis.attribution.base import upsample
-from fvis.attribution.layer import LayerGradientXActivation, conv_layer, top_channels
+from fvis.attribution.layer import LayerGradientXActivation, default_layer, top_channels
 from fvis.errors import check_int
 from fvis.image import to_pil
 from fvis.io import IMAGE_FORMATS, atomic_write_text, check_output, save_image
@@ -162,7 +162,7 @@ def building_blocks(
     if not 0 <= k < probs.numel():
         raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")
     label = meta.labels[k] if meta.labels else str(k)
-    layer = layer or conv_layer(model, x)
+    layer = layer or default_layer(model, x)
     attr = get_method(method)(model).attribute(x, k)
     attr = attr if attr.dim() == 3 else attr.sum(1)
     if attr.shape[-2:] != x.shape[-2:]:

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fvis import heatmap
 from fvis import objectives as O
 from fvis.attribution.base import gradients, upsample
-from fvis.attribution.layer import conv_layer
+from fvis.attribution.layer import default_layer, layer_grid
 from fvis.image import to_pil
 from fvis.io import save_image
 from fvis.models.info import info as model_info
@@ -148,8 +148,9 @@ def neuron_groups(
         probs = model(x).softmax(1)[0]
     t = int(probs.argmax()) if target is None else meta.label_index(target)
     positive_part = layer is None
-    layer = layer or conv_layer(model, x)
+    layer = layer or default_layer(model, x)
     grad, act, _ = gradients(model, x, t, layer)
+    grad, act = layer_grid(model, x, layer, grad, act)  # features first (B, C, h, w)
     act = act.clamp(min=0) if positive_part else act
     if act.dim() != 4:
         raise ValueError(f"neuron groups need a convolutional layer (B, C, H, W); {layer!r} "

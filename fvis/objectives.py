@@ -14,8 +14,12 @@ Layer names are those of :mod:`fvis.hooks` (``"conv3"``, ``"layer1.0.relu:1"``,
 ``"output"``) plus ``"image"``: the parameterization's image in [0, 1] before
 transforms, which :func:`fvis.render` provides.
 
-Activations of a layer may be ``(B, C, H, W)`` or ``(B, C)`` (fully connected);
-"channel" means dimension 1 in both.
+"Channel" means the feature dimension of the layer's layout (:mod:`fvis.hooks.layouts`):
+dim 1 of ``(B, C, H, W)`` and ``(B, C)``, the last dim of channels-last ``(B, H, W, C)``
+and of tokens ``(B, N, D)``. Objectives read every layer features first,
+``(B, D, h, w)`` (:meth:`fvis.hooks.Activations.grid`): a ViT "channel" is an embedding
+dimension averaged over the patch tokens (the class token left out), a neuron is one
+dimension at one patch of the grid.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "direction_neuron",
     "diversity",
     "frequency",
+    "grid",
     "l1",
     "l2",
     "layer",
@@ -167,12 +172,15 @@ def _make(fn, layers, name, batch: int | None) -> Objective:
     return obj if batch is None else obj.on(batch)
 
 
-def _act(acts: Acts, layer: str) -> torch.Tensor:
-    return acts[layer]
+def grid(acts: Acts, layer: str) -> torch.Tensor:
+    """The activation of ``layer`` features first, ``(B, D, h, w)`` or ``(B, D)``
+    (:meth:`fvis.hooks.Activations.grid`; a plain mapping is read as it is)."""
+    read = getattr(acts, "grid", None)
+    return read(layer) if read is not None else acts[layer]
 
 
 def _channel_of(t: torch.Tensor, layer: str, n: int) -> torch.Tensor:
-    """Channel ``n`` of activation ``t``: (B, H, W) or (B,)."""
+    """Channel ``n`` of activation ``t`` (features first): (B, H, W) or (B,)."""
     c = t.shape[1] if t.dim() > 1 else 1
     if not 0 <= n < c:
         raise IndexError(
@@ -187,11 +195,12 @@ def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def channel(layer: str, n: int, *, batch: int | None = None) -> Objective:
-    """Mean activation of channel ``n`` over all positions: ``mean_{y,x} A[b, n, y, x]``."""
+    """Mean activation of channel ``n`` over all positions: ``mean_{y,x} A[b, n, y, x]``
+    (features first; tokens: ``mean_{i ≥ prefix} A[b, i, n]``)."""
     n = _index(n, f"channel of {layer!r}")
 
     def fn(a):
-        return _spatial_mean(_channel_of(_act(a, layer), layer, n))
+        return _spatial_mean(_channel_of(grid(a, layer), layer, n))
 
     return _make(fn, [layer], f"channel({layer}:{n})", batch)
 
@@ -206,9 +215,14 @@ def neuron(
     y = None if y is None else _index(y, "neuron y")
 
     def fn(a):
-        t = _channel_of(_act(a, layer), layer, n)
+        t = _channel_of(grid(a, layer), layer, n)
         if t.dim() == 1:
             return t
+        if t.dim() != 3:
+            raise ValueError(
+                f"layer {layer!r} has no 2-D grid of positions (features-first shape "
+                f"{tuple(t.shape)}); use channel() or declare its layout in ModelInfo.layouts"
+            )
         h, w = t.shape[-2:]
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x
@@ -224,7 +238,7 @@ def neuron(
 
 def layer(name: str, *, batch: int | None = None) -> Objective:
     """DeepDream: mean of squared activations of the whole layer, ``mean A[b]²``."""
-    return _make(lambda a: _act(a, name).pow(2).flatten(1).mean(1), [name], f"layer({name})", batch)
+    return _make(lambda a: a[name].pow(2).flatten(1).mean(1), [name], f"layer({name})", batch)
 
 
 def _label_index(a: Acts, label: int | str) -> int:
@@ -246,7 +260,7 @@ def class_logit(label: int | str, *, batch: int | None = None) -> Objective:
         label = _index(label, "class")
 
     def fn(a):
-        out = select(_act(a, OUTPUT))  # a dict / ModelOutput output: its main tensor
+        out = select(a[OUTPUT])  # a dict / ModelOutput output: its main tensor
         return _spatial_mean(_channel_of(out, OUTPUT, _label_index(a, label)))
 
     return _make(fn, [OUTPUT], f"class({label})", batch)
@@ -259,7 +273,7 @@ def class_log_prob(label: int | str, *, batch: int | None = None) -> Objective:
     other classes. A spatial output (B, K, H, W) is averaged over positions. ≤ 0."""
 
     def fn(a):
-        out = select(_act(a, OUTPUT))
+        out = select(a[OUTPUT])
         if out.dim() < 2:
             raise ValueError(
                 f"class_log_prob needs class scores along dimension 1; the output is "
@@ -290,7 +304,7 @@ def class_region(
         raise ValueError("mask is empty (for some item): the region's mean is undefined")
 
     def fn(a):
-        out = select(_act(a, OUTPUT), key)
+        out = select(a[OUTPUT], key)
         if out.dim() != 4:
             raise ValueError(
                 f"class_region needs a (B, classes, H, W) output; got {tuple(out.shape)}"
@@ -332,7 +346,7 @@ def direction(layer: str, vec, *, cossim_pow: float = 0.0, batch: int | None = N
     2018), which favours activations pointing along ``v`` over large ones."""
 
     def fn(a):
-        return _spatial_mean(_direction_map(_act(a, layer), vec, cossim_pow))
+        return _spatial_mean(_direction_map(grid(a, layer), vec, cossim_pow))
 
     cos = f", cos^{cossim_pow:g}" if cossim_pow else ""
     name = f"direction({layer}{cos})"
@@ -351,7 +365,7 @@ def direction_neuron(
     """``<A[b, :, y, x], v>`` at one position (centre by default)."""
 
     def fn(a):
-        d = _direction_map(_act(a, layer), vec, cossim_pow)
+        d = _direction_map(grid(a, layer), vec, cossim_pow)
         if d.dim() == 1:
             return d
         h, w = d.shape[-2:]
@@ -384,7 +398,7 @@ def random_direction(
         return drawn[shape]
 
     def fn(a):
-        t = _act(a, layer)
+        t = grid(a, layer)
         if t.dim() < 2:
             raise ValueError(f"layer {layer!r} gives {tuple(t.shape)}: no channel dimension")
         if over == "channels":
@@ -417,7 +431,7 @@ def diversity(layer: str, group: int | None = None) -> Objective:
     units' diversity sets in one batch)."""
 
     def fn(a):
-        t = _act(a, layer)
+        t = grid(a, layer)
         b = t.shape[0]
         g = b if group is None else group
         if b % g:
@@ -440,7 +454,7 @@ def diversity(layer: str, group: int | None = None) -> Objective:
 def l1(layer: str = IMAGE, constant: float = 0.0, *, batch: int | None = None) -> Objective:
     """``mean |A[b] - c|`` (a penalty: subtract it)."""
     return _make(
-        lambda a: (_act(a, layer) - constant).abs().flatten(1).mean(1),
+        lambda a: (a[layer] - constant).abs().flatten(1).mean(1),
         [layer],
         f"l1({layer})",
         batch,
@@ -450,7 +464,7 @@ def l1(layer: str = IMAGE, constant: float = 0.0, *, batch: int | None = None) -
 def l2(layer: str = IMAGE, constant: float = 0.0, *, batch: int | None = None) -> Objective:
     """``mean (A[b] - c)²`` (a penalty: subtract it)."""
     return _make(
-        lambda a: (_act(a, layer) - constant).pow(2).flatten(1).mean(1),
+        lambda a: (a[layer] - constant).pow(2).flatten(1).mean(1),
         [layer],
         f"l2({layer})",
         batch,
@@ -462,7 +476,7 @@ def total_variation(layer: str = IMAGE, *, batch: int | None = None) -> Objectiv
     x[.., x]|`` (a penalty: subtract it)."""
 
     def fn(a):
-        t = _act(a, layer)
+        t = a[layer]
         dy = (t[..., 1:, :] - t[..., :-1, :]).abs().flatten(1).mean(1)
         dx = (t[..., :, 1:] - t[..., :, :-1]).abs().flatten(1).mean(1)
         return dx + dy
@@ -476,7 +490,7 @@ def blur(layer: str = IMAGE, sigma: float = 1.0, *, batch: int | None = None) ->
     ``blur_input_each_step``."""
 
     def fn(a):
-        t = _act(a, layer)
+        t = a[layer]
         return 0.5 * (t - gaussian_blur(t, sigma).detach()).pow(2).flatten(1).mean(1)
 
     return _make(fn, [layer], f"blur({layer}, σ={sigma:g})", batch)
@@ -492,7 +506,7 @@ def frequency(layer: str = IMAGE, power: float = 2.0, *, batch: int | None = Non
     """
 
     def fn(a):
-        t = _act(a, layer)
+        t = a[layer]
         h, w = t.shape[-2:]
         spec = torch.fft.fft2(t - t.mean(dim=(-2, -1), keepdim=True), norm="ortho")
         fy = torch.fft.fftfreq(h, device=t.device, dtype=t.dtype)[:, None]
@@ -512,7 +526,7 @@ def reference_l2(
     ref = torch.as_tensor(reference)
 
     def fn(a):
-        t = _act(a, layer)
+        t = a[layer]
         r = ref.to(device=t.device, dtype=t.dtype)
         return (t - r).pow(2).flatten(1).mean(1)
 

@@ -14,10 +14,14 @@ class 1 of ``"out"``), then prints one row per architecture. Cells:
   (the first words are listed under the table) — acceptable;
 * ``=grad``: Guided Backprop or Deconvnet returned exactly the plain gradient (the
   silent failure issue 12 forbids);
-* ``FAIL``: a crash of another kind, a wrong shape, NaN/Inf or a constant map.
+* ``FAIL``: a crash of another kind, a wrong shape, NaN/Inf or a constant map;
+* ``ok (< 0: ReLU → 0)``: Grad-CAM(++) is 0 everywhere because its map before the ReLU
+  is negative everywhere (finite and non-constant with ``relu=False``) — what the method
+  defines for a random network with no positive evidence, not a failure of fvis.
 
-The issue asks for ``ok`` or ``refused`` everywhere. Token layouts (ViT/Swin "channels")
-and transformer LRP/DeepLIFT are later work; this script is where their progress shows.
+The issue asks for ``ok`` or ``refused`` everywhere. Layers are listed with their layout
+(NCHW, NHWC, ViT tokens) and the rendered unit is a feature of a middle layer; the CAM
+methods read tokens and channels-last maps on their grid (:mod:`fvis.hooks.layouts`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 import fvis
 from fvis import objectives as O
 from fvis.attribution import METHODS, get
+from fvis.attribution.layer import default_layer
 from fvis.figures import at_input_size
 from fvis.hooks import LayerError
 from fvis.hooks.intercept import UnsupportedOperation
@@ -61,6 +66,7 @@ REFUSALS = (ValueError, NotImplementedError, LayerError, IndexError, Unsupported
 def build(name: str):
     """The model for one row (random weights, eval mode; a linear layer initialised to
     zero, as torchvision's ViT head is, gets small random weights so maps are not 0)."""
+    torch.manual_seed(0)  # the same random weights on every run (Hugging Face's too)
     model = _build(name)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -124,8 +130,20 @@ def row(name: str, methods: list[str], steps: int, notes: dict) -> dict[str, str
         notes[f"{name} render"] = f"{type(e).__name__}: {str(e)[:160]}"
     torch.manual_seed(0)
     x = meta.normalize(torch.rand(1, *meta.input_size))
+    try:  # the CAM family's default layer and how its activation is laid out
+        cam_layer = default_layer(model, x)
+        cells["cam layer"] = f"{cam_layer} ({fvis.hooks.layout(model, x, cam_layer)})"
+    except REFUSALS as e:
+        cells["cam layer"] = "refused"
+        notes[f"{name} cam layer"] = f"{type(e).__name__}: {str(e)[:160]}"
     target = ("out", 1) if "fcn" in name else None
-    plain = torch.full_like(x, float("nan"))  # equal to nothing until "gradient" ran
+    plain: list[torch.Tensor] = []  # the plain gradient, computed once when first needed
+
+    def gradient() -> torch.Tensor:
+        if not plain:
+            plain.append(get("gradient")(model).attribute(x, target))
+        return plain[0]
+
     for method in methods:
         try:
             attribution = get(method)(model)
@@ -134,10 +152,12 @@ def row(name: str, methods: list[str], steps: int, notes: dict) -> dict[str, str
             if attr.shape[1] == 1 and x.shape[1] != 1:  # CAMs: one map for all channels
                 attr = attr.expand_as(x)
             cell = check_map(attr, x)
-            if method == "gradient":
-                plain = attr
-            elif method in ("guided_backprop", "deconvnet") and torch.equal(attr, plain):
-                cell = "=grad"
+            if cell == "FAIL (constant)" and method in ("gradcam", "gradcam_plus_plus"):
+                signed = attribution.attribute(x, target, relu=False, **kwargs)
+                if check_map(signed.expand_as(x), x) == "ok" and signed.max() <= 0:
+                    cell = "ok (< 0: ReLU → 0)"  # a true Grad-CAM result: no positive evidence
+            if method in ("guided_backprop", "deconvnet") and torch.equal(attr, gradient()):
+                cell = "=grad"  # whatever --methods lists: the gradient is computed here
         except REFUSALS as e:
             cell = "refused"
             notes[f"{name} {method}"] = f"{type(e).__name__}: {str(e)[:160]}"
@@ -163,7 +183,7 @@ def main(argv=None) -> int:
     archs = args.only.split(",") if args.only else ARCHITECTURES
     methods = args.methods.split(",") if args.methods else list(METHODS)
     notes: dict[str, str] = {}
-    columns = ["layers", "render", *methods, "seconds"]
+    columns = ["layers", "render", "cam layer", *methods, "seconds"]
     print("| architecture | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     failures = 0

@@ -42,7 +42,7 @@ FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"n": 4},
         "smoothgrad_squared": {"n": 4}, "vargrad": {"n": 4}}  # fmt: skip
 CAMS = ("cam", "gradcam", "gradcam_plus_plus")  # a map at the layer's resolution
 NO_GAP_LINEAR = (ValueError, "CAM needs a network whose output is W · \\(global average pool")
-NO_SPATIAL = (LayerError, "no convolutional layer with a spatial output")
+NO_SPATIAL = (LayerError, "has no layer with a spatial grid")
 REFUSED = {
     ("mobilenet_v2", "deep_taylor"): (UnsupportedOperation, "z⁺ rule .* non-negative"),
     ("fvis:mnist", "cam"): NO_GAP_LINEAR,

@@ -78,8 +78,9 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys):
 def test_layers_command(capsys):
     assert main(["layers", "--model", "fvis:mnist", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["layer", "type", "channels"]
-    assert any(ln.split()[:3] == ["conv3", "Conv2d", "64"] for ln in lines)
+    assert lines[0].split() == ["layer", "type", "features", "grid", "layout", "shape"]
+    assert any(ln.split() == ["conv3", "Conv2d", "64", "14×14", "NCHW", "64×14×14"] for ln in lines)
+    assert any(ln.split() == ["fc1", "Linear", "128", "-", "vector", "128"] for ln in lines)
 
 
 def test_studio_command_runs_streamlit_on_the_packaged_app(monkeypatch):

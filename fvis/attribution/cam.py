@@ -20,9 +20,12 @@ Maps are ``(B, 1, h, w)``, or ``(B, 1, H, W)`` with ``upsample=True`` (bilinear,
 ``interpolate_mode="nearest"``); ``per_channel=True`` gives the terms ``w_k A_k``
 ``(B, K, h, w)``; ``attribute_to_layer_input=True`` reads the input of the layer's
 module; several layers average their maps scaled to [0, 1] (pytorch-grad-cam).
-``layer`` defaults to :func:`fvis.attribution.layer.conv_layer` (``"layer4"`` for a
-ResNet); any hook-layer name with a spatial output (H·W > 1) works
-(``"layer4.1.relu:1"``); others are refused.
+``layer`` defaults to :func:`fvis.attribution.layer.default_layer` (``"layer4"`` for a
+ResNet, the last stage of a Swin, the last block's input LayerNorm of a ViT); any
+hook-layer name with a spatial grid (h·w > 1) works (``"layer4.1.relu:1"``); others are
+refused. Channels-last ``(B, H, W, C)`` and ViT tokens ``(B, 1 + h·w, D)`` are read as
+``A`` (B, D, h, w), the class token left out (:mod:`fvis.hooks.layouts`): the
+``reshape_transform`` pytorch-grad-cam users write by hand.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import nn
 from fvis import hooks
 from fvis.attribution.base import Attribution, Target, check_inputs, gradients, row_chunks, scores
 from fvis.attribution.base import upsample as _upsample
-from fvis.attribution.layer import conv_layer, execution_order
+from fvis.attribution.layer import default_layer, execution_order, layer_grid
 
 __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM"]
 
@@ -123,7 +126,7 @@ class _LayerGradientCAM(Attribution):
         sign. ``per_channel=True``: the terms ``w_k A_k`` themselves, ``(B, K, h, w)``
         (their channel sum is the map before the ReLU). ``attribute_to_layer_input``:
         ``A`` is the input of ``layer``'s module instead of its output (captum's
-        keyword). ``layer``: a name (default :func:`conv_layer`) or several names: then
+        keyword). ``layer``: a name (default :func:`default_layer`) or several names: then
         each layer's map is scaled to [0, 1] per item, ``(m − min) / (max − min + 1e-7)``,
         upsampled to the input and the maps are averaged, as pytorch-grad-cam does with
         several target layers (it rescales the average to [0, 1] once more); ``(B, 1, H, W)``.
@@ -147,11 +150,12 @@ class _LayerGradientCAM(Attribution):
             return torch.stack(
                 [_upsample(_unit_range(m), size, interpolate_mode) for m in maps]
             ).mean(0)
-        layer = layer or conv_layer(self.model, x)
+        layer = layer or default_layer(self.model, x)
         grads = layer_input_gradients if attribute_to_layer_input else gradients
         parts = []
         for sl in row_chunks(x.shape[0], internal_batch_size):
             g, a, s = grads(self.model, x[sl], tgt.rows(torch.arange(x.shape[0])[sl]), layer)
+            g, a = layer_grid(self.model, x, layer, g, a)
             _spatial(a, layer, self.name)
             g, a, s = g.detach(), a.detach(), s.detach()
             terms = self.weights(g, a, s, **options) * a
@@ -205,7 +209,7 @@ class CAM(Attribution):
         upsample: bool = False,
     ) -> torch.Tensor:
         x = check_inputs(self.model, inputs).detach()
-        layer = layer or conv_layer(self.model, x)
+        layer = layer or default_layer(self.model, x)
         tgt = Target(self.model, x, target)
         if tgt.classes is None:
             raise ValueError(
@@ -215,7 +219,7 @@ class CAM(Attribution):
         head_name, head = self._head(x)
         with torch.no_grad():
             acts = hooks.capture(self.model, x, [layer, head_name, hooks.OUTPUT])
-        a, out = acts[layer], acts[hooks.OUTPUT]
+        (a,), out = layer_grid(self.model, x, layer, acts[layer]), acts[hooks.OUTPUT]
         _spatial(a, layer, "CAM")
         self._check(a, out, acts[head_name], head, layer, head_name)
         n = head.out_features

@@ -10,8 +10,10 @@ activation ``A`` contributes to the target, for one input.
   ``f(x) − f(x′)`` when every path from the input to the output passes through the
   layer (a stage output like ``"layer3"``, not a conv inside a residual block).
 
-``reduce``: ``None`` keeps the activation's shape ``(B, C, H, W)``; ``"channel"`` sums
-over positions, ``(B, C)``; ``"position"`` sums over channels, ``(B, 1, H, W)``.
+Results are features first (:func:`layer_grid`): channels-last and ViT tokens come back
+as ``(B, D, h, w)`` (patch tokens only; IG's ``return_delta`` still counts the class
+token). ``reduce``: ``None`` keeps that shape; ``"channel"`` sums over positions,
+``(B, C)``; ``"position"`` sums over channels, ``(B, 1, H, W)``.
 ``upsample=True`` resizes spatial outputs to the input's size (bilinear).
 
 Layers are addressed by hook-layer names (``"conv3"``, ``"layer4"``,
@@ -42,7 +44,9 @@ __all__ = [
     "LayerGradientXActivation",
     "LayerIntegratedGradients",
     "conv_layer",
+    "default_layer",
     "execution_order",
+    "layer_grid",
     "top_channels",
 ]
 
@@ -81,30 +85,81 @@ def _has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
 
-def conv_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """The default layer of the CAM family: the last module call (in finishing order)
-    with a spatial output ``(C, H, W)``, ``H·W > 1``, that is or contains a convolution,
-    extended through the elementwise layers (ReLU, BatchNorm, ...) right after it.
-    ``"relu3"`` for ``fvis:mnist``, ``"layer4"`` for a ResNet, ``"features"`` for VGG."""
+def _block_of(model: nn.Module, name: str) -> bool:
+    """``name`` is one of several blocks in a ``Sequential`` / ``ModuleList``."""
+    parent, _, _ = name.rpartition(".")
+    box = model.get_submodule(parent) if parent else model
+    return isinstance(box, nn.Sequential | nn.ModuleList) and len(box) > 1
+
+
+def default_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """The default layer of the CAM family and the layer methods: the last block that
+    still has spatial structure (a grid with ``h·w > 1``), never the input embedding.
+
+    * Feature maps (``NCHW``): the last module call that is or contains a convolution,
+      extended through the elementwise layers right after it (ReLU, BatchNorm, ...):
+      ``"relu3"`` for ``fvis:mnist``, ``"layer4"`` for a ResNet, ``"features"`` for VGG
+      and ConvNeXt.
+    * Channels-last and tokens on a patch grid (:mod:`fvis.hooks.layouts`), when they
+      come after every such convolution: the last container (a stage, a sequence of
+      blocks) with that layout, else the last such call — Swin's last stage. With a
+      class token the head reads only that token, so after the last block's attention
+      no patch token reaches the output and their gradient is 0; the default is then the
+      first call of the last block (its input LayerNorm: ``ln_1`` / ``norm1`` /
+      ``layernorm_before``), as pytorch-grad-cam's ViT example does.
+    """
     order = execution_order(model, x)
-    found = None
-    for i, (_, mod, shape) in enumerate(order):
-        if len(shape) == 3 and shape[1] * shape[2] > 1 and _has_conv(mod):
+    layouts = [hooks.layout(model, x, name) for name, _, _ in order]
+    found, last_first = None, -1
+    for i, ((_, mod, shape), lay) in enumerate(zip(order, layouts, strict=True)):
+        grid = lay.spatial(shape)
+        if len(grid) != 2 or grid[0] * grid[1] < 2:
+            continue
+        if lay.kind == "NCHW":
+            if _has_conv(mod):
+                found = last_first = i
+        else:
             found = i
     if found is None:
         raise hooks.LayerError(
-            f"{type(model).__name__} has no convolutional layer with a spatial output for "
-            f"inputs of shape {tuple(x.shape[1:])}; pass layer=... (`fvis.layers(model)` "
-            "lists the layers)"
+            f"{type(model).__name__} has no layer with a spatial grid for inputs of shape "
+            f"{tuple(x.shape[1:])}; pass layer=... (`fvis.layers(model)` lists the layers)"
         )
-    shape = order[found][2]
-    while (
-        found + 1 < len(order)
-        and order[found + 1][2] == shape
-        and isinstance(order[found + 1][1], _ELEMENTWISE)
-    ):
-        found += 1
+    if found == last_first:
+        shape = order[found][2]
+        while (
+            found + 1 < len(order)
+            and order[found + 1][2] == shape
+            and isinstance(order[found + 1][1], _ELEMENTWISE)
+        ):
+            found += 1
+        return order[found][0]
+    late = [
+        i
+        for i in range(last_first + 1, len(order))
+        if layouts[i].kind != "NCHW" and len(layouts[i].spatial(order[i][2])) == 2
+    ]
+    boxes = [i for i in late if any(True for _ in order[i][1].children())]
+    found = boxes[-1] if boxes else found
+    if layouts[found].kind == "tokens" and layouts[found].prefix:
+        blocks = [i for i in late if _block_of(model, hooks.parse(order[i][0])[0])]
+        if blocks:
+            block = hooks.parse(order[blocks[-1]][0])[0] + "."
+            found = next(i for i in late if order[i][0].startswith(block))
     return order[found][0]
+
+
+conv_layer = default_layer  # its name before layouts; Swin and ViT have no conv blocks
+
+
+def layer_grid(model: nn.Module, x: torch.Tensor, layer: str, *tensors: torch.Tensor):
+    """``tensors`` shaped like the activation of ``layer`` → features first,
+    ``(B, D, h, w)`` (:meth:`fvis.hooks.layouts.Layout.to_grid`: channels-last and tokens
+    reshaped to their grid, the class token dropped; the ``reshape_transform`` of
+    pytorch-grad-cam). A tensor of another shape (a module's input) is left as it is."""
+    lay = hooks.layout(model, x, layer)
+    shape = hooks.trace(model, x).shape(layer)
+    return tuple(lay.to_grid(t) if tuple(t.shape[1:]) == shape else t for t in tensors)
 
 
 def _reduce(r: torch.Tensor, reduce: str | None, upsample_to, name: str) -> torch.Tensor:
@@ -136,16 +191,17 @@ class LayerGradientXActivation(Attribution):
         upsample: bool = False,
         internal_batch_size: int | None = None,
     ) -> torch.Tensor:
-        """``layer`` defaults to :func:`conv_layer`. Shapes: module docstring."""
+        """``layer`` defaults to :func:`default_layer`. Shapes: module docstring."""
         x = check_inputs(self.model, inputs).detach()
-        layer = layer or conv_layer(self.model, x)
+        layer = layer or default_layer(self.model, x)
         tgt = Target(self.model, x, target)
         parts = []
         for sl in row_chunks(x.shape[0], internal_batch_size):
             g, a, _ = gradients(self.model, x[sl], tgt.rows(torch.arange(x.shape[0])[sl]), layer)
             parts.append((a * g).detach())
         size = x.shape[-2:] if upsample and x.dim() == 4 else None
-        return _reduce(torch.cat(parts), reduce, size, layer)
+        (r,) = layer_grid(self.model, x, layer, torch.cat(parts))
+        return _reduce(r, reduce, size, layer)
 
 
 def forward_replacing(model, x, layer: str, value: torch.Tensor, objective):
@@ -185,7 +241,7 @@ class LayerIntegratedGradients(Attribution):
         generator: torch.Generator | int | None = None,
     ):
         x = check_inputs(self.model, inputs).detach()
-        layer = layer or conv_layer(self.model, x)
+        layer = layer or default_layer(self.model, x)
         if layer == hooks.INPUT:
             raise hooks.LayerError(
                 "LayerIntegratedGradients attributes to a hidden layer; for layer='input' "
@@ -215,6 +271,7 @@ class LayerIntegratedGradients(Attribution):
             flat_total.index_add_(0, pair.to(a.device), weights[step].to(a.device).view_as(al) * g)
         attr = ((a.unsqueeze(0) - a0) * total).mean(0)
         out = attr if self.multiply_by_inputs else total.mean(0)
+        (out,) = layer_grid(self.model, x, layer, out)
         out = _reduce(out, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
         if not return_delta:
             return out

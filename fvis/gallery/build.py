@@ -141,8 +141,7 @@ def layer_units(model: nn.Module, layers, max_channels: int | None = None) -> di
     tr = trace(model, meta.input_size)
     out: dict[str, list[Unit]] = {}
     for name in dict.fromkeys(layers):
-        shape = tr.shape(name)
-        n = shape[0] if shape else 1
+        n = tr.layout(name, meta.layouts).features(tr.shape(name))  # features, any layout
         n = min(n, max_channels) if max_channels else n
         if name == OUTPUT:
             out[name] = [Unit("class", OUTPUT, k) for k in range(n)]

@@ -8,6 +8,8 @@ to ...                                       use
 ===========================================  ==============================================
 list the layers, their shapes and per-call   :func:`layers`, :func:`trace` (:mod:`.names`)
 names (``layer1.0.relu:1``)
+know which dim holds the features (NCHW,     :func:`layout` (:mod:`.layouts`),
+NHWC, ViT tokens) and the spatial grid       ``Activations.grid(name)``
 read activations (stopping early)            :func:`capture` (:mod:`.forward`)
 read an activation's gradient                ``capture(..., retain_grads=True)``, or
                                              ``torch.autograd.grad`` on the captured tensor
@@ -41,6 +43,7 @@ from fvis.hooks.intercept import (
     is_activation,
     op_name,
 )
+from fvis.hooks.layouts import Layout
 from fvis.hooks.names import (
     INPUT,
     OUTPUT,
@@ -48,6 +51,7 @@ from fvis.hooks.names import (
     LayerInfo,
     Trace,
     layers,
+    layout,
     locate,
     model_device,
     module_for,
@@ -65,6 +69,7 @@ __all__ = [
     "LayerError",
     "LayerInfo",
     "LayerNorm",
+    "Layout",
     "LinearCalls",
     "Op",
     "Policy",
@@ -78,6 +83,7 @@ __all__ = [
     "input_gradient",
     "is_activation",
     "layers",
+    "layout",
     "locate",
     "model_device",
     "module_for",

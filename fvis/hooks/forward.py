@@ -35,10 +35,20 @@ class Activations(dict):
     """``{layer name: activation}`` captured by :func:`capture`.
 
     ``.output``: the model output if the forward pass finished (else ``None``);
-    ``.grads``: gradients (with ``retain_grads``); ``.info``: the model's ``ModelInfo``.
+    ``.grads``: gradients (with ``retain_grads``); ``.info``: the model's ``ModelInfo``;
+    ``.layouts``: ``{layer name: Layout}`` (:mod:`fvis.hooks.layouts`), read by
+    :meth:`grid`.
     """
 
     output: torch.Tensor | None = None
+    layouts: Mapping = {}  # noqa: RUF012 - replaced per instance by capture
+
+    def grid(self, name: str) -> torch.Tensor:
+        """Activation ``name`` with its features first: ``(B, D, h, w)`` for NCHW, NHWC
+        and tokens on a patch grid (class token dropped), ``(B, D)`` for vectors
+        (:meth:`fvis.hooks.layouts.Layout.to_grid`)."""
+        lay = self.layouts.get(name)
+        return self[name] if lay is None else lay.to_grid(self[name])
 
 
 def capture(
@@ -91,6 +101,7 @@ def _capture(model, x, names, stop, retain_grads, replace, grad_masks) -> Activa
     acts = Activations()
     acts.grads = {}
     acts.info = model_info(model)
+    acts.layouts = {n: tr.layout(n, acts.info.layouts) for n in names}
     if INPUT in special:
         acts[INPUT] = x
     need_output = OUTPUT in special

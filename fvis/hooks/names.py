@@ -7,16 +7,16 @@ pass (torchvision's ``BasicBlock`` calls ``self.relu`` twice) is addressed per
 call, ``"layer1.0.relu:0"`` and ``"layer1.0.relu:1"``; its bare name is refused
 with an error that lists those, because "which call?" has no right default.
 :func:`trace` runs one probe forward pass per model and input shape (cached) and
-records every module call and its output shape; an unknown name lists the nearest
-valid names.
+records every module call, its output shape and its layout (:mod:`.layouts`: which
+dimension holds the features); an unknown name lists the nearest valid names.
 """
 
 from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,6 +24,8 @@ from torch.overrides import TorchFunctionMode
 
 from fvis.hooks.handles import hookable, hooks_on
 from fvis.hooks.intercept import tensors_in
+from fvis.hooks.layouts import Layout, detect, patch_grid, prefix_tokens
+from fvis.hooks.layouts import parse as parse_layout
 from fvis.hooks.state import guard
 from fvis.models.info import info as model_info
 from fvis.outputs import select
@@ -35,6 +37,7 @@ __all__ = [
     "LayerInfo",
     "Trace",
     "layers",
+    "layout",
     "locate",
     "model_device",
     "module_for",
@@ -55,16 +58,31 @@ class LayerError(KeyError):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One addressable activation: its name, module type, shape (without batch)."""
+    """One addressable activation: its name, module type, shape (without batch) and
+    :class:`~fvis.hooks.layouts.Layout`."""
 
     name: str
     type: str
     shape: tuple[int, ...]
+    layout: Layout = field(default=Layout(), compare=False)
 
     @property
-    def channels(self) -> int:
-        """Size of dimension 1 of the activation (channels, or features for a vector)."""
-        return self.shape[0] if self.shape else 1
+    def features(self) -> int:
+        """The number of units: channels (NCHW), the last dim (NHWC, tokens)."""
+        return self.layout.features(self.shape)
+
+    channels = features  # the name units and the CLI have always used
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The positions a neuron can sit at: ``(H, W)``, the token grid, or ``()``."""
+        return self.layout.spatial(self.shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerInfo(name={self.name!r}, type={self.type!r}, shape={self.shape}, "
+            f"layout={str(self.layout)!r}, features={self.features}, grid={self.grid})"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,8 @@ class Trace:
     input_shape: tuple[int, ...]
     finished: tuple[tuple[str, int], ...] = ()  # (module, call) in the order calls end
     feeds: tuple[tuple[tuple[str, int], tuple[str, int], int], ...] = ()
+    layouts: dict[tuple[str, int], Layout] = field(default_factory=dict, compare=False)
+    prefix: int | None = None  # leading non-patch tokens the model declares
 
     def label(self, module: str, call: int) -> str:
         """The layer name of one call: ``module``, or ``module:call`` if it runs twice."""
@@ -99,19 +119,37 @@ class Trace:
             if m and self.calls[m][c] is not None
         ]
 
-    def addressable(self) -> list[LayerInfo]:
-        """Every name :func:`capture` accepts, in execution order."""
+    def addressable(self, declared: Mapping[str, object] | None = None) -> list[LayerInfo]:
+        """Every name :func:`capture` accepts, in execution order, with its layout
+        (``declared``: ``{layer name: layout}`` overriding the detected ones)."""
         out = [LayerInfo(INPUT, "input", self.input_shape)]
         for name, shapes in self.calls.items():
             if name == "":
                 continue
             for i, s in enumerate(shapes):
                 if s is not None:
-                    out.append(LayerInfo(self.label(name, i), self.types[name], s))
+                    label = self.label(name, i)
+                    lay = self.layout(label, declared)
+                    out.append(LayerInfo(label, self.types[name], s, lay))
         root = self.calls.get("", [None])[0]
         if root is not None:
-            out.append(LayerInfo(OUTPUT, self.types[""], root))
+            out.append(LayerInfo(OUTPUT, self.types[""], root, self.layout(OUTPUT, declared)))
         return out
+
+    def layout(self, name: str, declared: Mapping[str, object] | None = None) -> Layout:
+        """The :class:`~fvis.hooks.layouts.Layout` of the activation ``name``: the one
+        ``declared`` for it (``{layer name: "NCHW" | "NHWC" | "tokens" | Layout}``), else
+        the detected one (:func:`fvis.hooks.layouts.detect`)."""
+        shape = self.shape(name)
+        if declared and name in declared:
+            image = self.input_shape[-2:] if len(self.input_shape) == 3 else (0, 0)
+            return parse_layout(
+                declared[name], shape, lambda sh: patch_grid(sh, image, self.prefix)
+            )
+        module, call = locate(self, name)
+        if module is None:
+            module, call = ("", 0) if name != INPUT else (None, None)
+        return self.layouts.get((module, call), Layout())
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape (without batch) of the activation ``name`` (validated)."""
@@ -202,12 +240,15 @@ def _trace(model: nn.Module, example, shape: tuple[int, ...]) -> Trace:
     with hooks_on((m, hook(n)) for n, m in modules.items()), torch.no_grad(), uses:
         model(x)
     calls = {n: s for n, s in calls.items() if s}
+    feeds = tuple((call, src, uses.count(src)) for call, src in feeds)
     return Trace(
         calls=calls,
         types=types,
         input_shape=shape,
         finished=tuple(finished),
-        feeds=tuple((call, src, uses.count(src)) for call, src in feeds),
+        feeds=feeds,
+        layouts=detect(model, finished, calls, feeds, shape),
+        prefix=prefix_tokens(model),
     )
 
 
@@ -308,10 +349,18 @@ def module_for(model: nn.Module, name: str) -> nn.Module:
 
 
 def layers(model: nn.Module, input_size: Sequence[int] | None = None) -> list[LayerInfo]:
-    """Every addressable layer with its output shape, for one input of ``input_size`` (C, H, W).
+    """Every addressable layer with its output shape, layout, number of features and
+    spatial grid, for one input of ``input_size`` (C, H, W).
 
     ``input_size`` defaults to the model's metadata (see :func:`fvis.models.info`).
     """
+    meta = model_info(model)
     if input_size is None:
-        input_size = model_info(model).input_size
-    return trace(model, input_size).addressable()
+        input_size = meta.input_size
+    return trace(model, input_size).addressable(meta.layouts)
+
+
+def layout(model: nn.Module, example: torch.Tensor | Sequence[int], name: str) -> Layout:
+    """The layout of layer ``name`` for inputs like ``example``: declared in the model's
+    ``ModelInfo.layouts``, else detected (:mod:`fvis.hooks.layouts`)."""
+    return trace(model, example).layout(name, model_info(model).layouts)

@@ -22,7 +22,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Input size ``(C, H, W)``, per-channel normalization and class labels of a model."""
+    """Input size ``(C, H, W)``, per-channel normalization and class labels of a model.
+
+    ``layouts``: ``{layer name: "NCHW" | "NHWC" | "tokens" | Layout}`` for layers whose
+    detected layout (:mod:`fvis.hooks.layouts`) is wrong."""
 
     input_size: tuple[int, int, int]
     mean: tuple[float, ...] | None = None
@@ -30,6 +33,7 @@ class ModelInfo:
     labels: tuple[str, ...] | None = field(default=None, repr=False)  # 1000 names: not shown
     name: str = ""
     fixed_size: bool = False  # the model takes only input_size (e.g. flatten → linear head)
+    layouts: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         size = tuple(self.input_size)
@@ -46,6 +50,12 @@ class ModelInfo:
                 )
             if not all(math.isfinite(float(v)) for v in stats):
                 raise NonFiniteError(f"{name} must be finite numbers, not {tuple(stats)}")
+        for layer, lay in (self.layouts or {}).items():
+            if lay not in ("NCHW", "NHWC", "tokens") and type(lay).__name__ != "Layout":
+                raise ValueError(
+                    f"layout of {layer!r} must be 'NCHW', 'NHWC', 'tokens' or a "
+                    f"fvis.hooks.layouts.Layout, not {lay!r}"
+                )
         if self.std is not None and any(float(v) <= 0 for v in self.std):
             raise ValueError(f"std must be > 0 for every channel, not {tuple(self.std)}")
 

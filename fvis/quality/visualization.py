@@ -76,8 +76,8 @@ def diversity(
         if layer is None:
             raise ValueError("diversity with a model needs the layer whose features to compare")
         with torch.no_grad():
-            a = hooks.capture(model, _model_input(model, x), [layer])[layer]
-        a = a.reshape(a.shape[0], a.shape[1], -1)  # (B, C, positions)
+            a = hooks.capture(model, _model_input(model, x), [layer]).grid(layer)
+        a = a.reshape(a.shape[0], a.shape[1], -1)  # (B, C, positions), features first
         g = (a @ a.transpose(1, 2) / a.shape[2]).flatten(1)
     g = torch.nn.functional.normalize(g.double(), dim=1)
     sim = g @ g.T

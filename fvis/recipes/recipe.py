@@ -294,9 +294,8 @@ def _counts(model) -> dict:
     meta = info(model)
     tr = trace(model, meta.input_size)
 
-    def count(layer):
-        shape = tr.shape(layer)
-        return shape[0] if shape else 1
+    def count(layer):  # the features of the layer's layout (a ViT's embedding dims)
+        return tr.layout(layer, meta.layouts).features(tr.shape(layer))
 
     return {"count": count, "labels": meta.labels}
 

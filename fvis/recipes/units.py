@@ -133,7 +133,7 @@ def _sparse_direction(layer, weights, position) -> O.Objective:
     w = [v for _, v in weights]
 
     def fn(a):
-        t = a[layer]
+        t = O.grid(a, layer)
         channels = t.shape[1] if t.dim() > 1 else 1
         if max(idx) >= channels:
             raise IndexError(
@@ -201,10 +201,11 @@ def _items(text: str, spec: str, kind: str, count: int | None, labels) -> list[i
 def parse_units(text: str, *, count=None, labels=None) -> list[Unit]:
     """Every unit a spec string names (see the module docstring), in order.
 
-    ``count``: ``layer -> number of channels`` (a callable; ``"output"`` counts the
-    classes), needed for ``*`` and used to check ranges. ``labels``: the model's class
-    labels, to check ``class[name]``. Raises :class:`UnitError` with the correct spelling,
-    and for more than one render's batch of units (:data:`fvis.param.MAX_BATCH`).
+    ``count``: ``layer -> number of channels`` (the features of the layer's layout; a
+    callable; ``"output"`` counts the classes), needed for ``*`` and used to check
+    ranges. ``labels``: the model's class labels, to check ``class[name]``. Raises
+    :class:`UnitError` with the correct spelling, and for more than one render's batch
+    of units (:data:`fvis.param.MAX_BATCH`).
     """
     specs = text.split()
     if not specs:
