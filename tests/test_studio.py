@@ -106,6 +106,7 @@ def test_unit_page_from_the_gallery_with_examples_ranked_by_max_and_mean(app):
     shown = captions(app)
     assert shown[0].startswith("maximized · ") and shown[1].startswith("minimized · ")
     assert sum(c.startswith("diverse · ") for c in shown) == 4
+    assert "not recorded by the gallery" not in texts(app)  # its objective curve is drawn
     prebuilt = sys.modules["fvis_studio.gallery"].PREBUILT[0]
     manifest = next(prebuilt.glob("*/manifest.json"))
     data = json.loads(manifest.read_text())
