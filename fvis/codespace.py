@@ -23,7 +23,6 @@ declared interface (:func:`fvis.generators.declare`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from fvis.image import grid
 from fvis.models.info import info as model_info
 from fvis.objectives import IMAGE, Objective
 from fvis.progress import Progress
-from fvis.redirect import redirected_relu
+from fvis.render import loss_step
 
 __all__ = [
     "CodeSpaceResult",
@@ -266,10 +265,11 @@ def maximize(
 ) -> CodeSpaceResult:
     """Maximize ``objective`` over ``batch`` generator codes with the DGN-AM update
 
-        z ← clip( mean + (1 − decay)·(z + lr_t·ĝ + prior·(R(z) − z) + noise·std·ε − mean) )
+        z ← clip( mean + (1 − decay)·(z − lr_t·ĝ + prior·(R(z) − z) + noise·std·ε − mean) )
 
-    with ``ĝ = ∇_z objective / mean|∇_z objective|`` per item (``normalize_step``; else
-    the raw gradient), ``lr_t`` linear from ``lr[0]`` to ``lr[1]`` over the steps (a
+    with ``ĝ = ∇_z L / mean|∇_z L|`` per item for the loss ``L = −objective``
+    (``normalize_step``; else the raw gradient; one step of :func:`fvis.render.loss_step`,
+    render's own), ``lr_t`` linear from ``lr[0]`` to ``lr[1]`` over the steps (a
     number: constant), ``R`` PPGN's prior reconstruction (:func:`_prior_step`), ``ε ~
     N(0, 1)`` (PPGN's ε₃ term) and ``clip`` the declared bounds (the bundled generators'
     are measured on encoded training data). DGN-AM's defaults (Nguyen et al. 2016) were
@@ -291,19 +291,21 @@ def maximize(
     model.to(device)
     gen = as_generator(generator, device=device)
     gi = generator_info(gen)
-    minfo = model_info(model)
-    size = minfo.input_size
+    info = model_info(model)
+    size = info.input_size
     transform = T.resolve(transforms)
     layers = [n for n in objective.layers if n != IMAGE]
     lr0, lr1 = (lr, lr) if isinstance(lr, int | float) else lr
     rng = torch.Generator().manual_seed(seed)
     _, std = gi.stats(torch.zeros((), device=device))
 
-    def evaluate(z, transformed=True, redirect=False):
+    def inputs(z, transformed=True):
         images = adapt(gen(z), gi, size)
-        x = minfo.normalize(transform(images, rng) if transformed else images)
-        with redirected_relu() if redirect else contextlib.nullcontext():
-            acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
+        return images, info.normalize(transform(images, rng) if transformed else images)
+
+    def evaluate(z):
+        images, x = inputs(z, transformed=False)
+        acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
         acts[IMAGE] = images
         return objective(acts), images
 
@@ -318,10 +320,9 @@ def maximize(
             history = []
             for t in range(steps):
                 z.requires_grad_(True)
-                values, _ = evaluate(z, redirect=t < redirected_relu_steps)
-                # the gradient of the loss −objective (redirected ReLU's convention), negated
-                (g,) = torch.autograd.grad(-values.sum(), z)
-                g = -g
+                images, x = inputs(z)
+                redirect = t < redirected_relu_steps
+                values, (g,) = loss_step(model, objective, images, x, layers, [z], redirect)
                 history.append(values.detach())
                 with torch.no_grad():
                     if normalize_step:
@@ -329,7 +330,7 @@ def maximize(
                             -1, *[1] * len(gi.code_shape)
                         )
                     lr_t = lr0 + (lr1 - lr0) * t / max(steps - 1, 1)
-                    step = lr_t * g
+                    step = -lr_t * g  # descend the loss L = −objective
                     if prior:
                         step = step + prior * _prior_step(gen, gi, z)
                     if noise:
@@ -344,7 +345,7 @@ def maximize(
                 if bar.enabled:
                     bar.update(r * steps + t + 1, f"objective {values.detach().mean().item():.4g}")
             with torch.no_grad():
-                values, images = evaluate(z, transformed=False)
+                values, images = evaluate(z)
             trace = torch.stack(history) if history else values.new_zeros(0, batch)
             runs.append((values, z, images, trace))
     # per item, the restart with the highest final value (the first one on ties)

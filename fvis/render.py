@@ -28,7 +28,29 @@ from fvis.param import DEFAULT_LR, MAX_BATCH, Ball, for_input
 from fvis.progress import Progress
 from fvis.redirect import REDIRECTED_RELU_STEPS, redirected_relu
 
-__all__ = ["RenderResult", "render"]
+__all__ = ["RenderResult", "loss_step", "render"]
+
+
+def loss_step(model, objective, images, x, layers, wrt, redirect: bool = False):
+    """One optimization step's forward and backward, shared by :func:`render` and
+    :func:`fvis.codespace.maximize`: ``(values, grads)``, the objective (B,) and the
+    gradients of the loss ``L = −Σ_b values_b`` with respect to ``wrt`` (``None`` where
+    unused). Objectives are maximized; this is the one place the sign is taken, and every
+    optimizer then descends ``L`` (torch's optimizers; DGN-AM's ``z ← z − lr·∇L``).
+
+    ``images``: (B, C, H, W) in [0, 1], what pixel objectives read; ``x``: the model's
+    input made from them (transformed, normalized). ``layers``: what ``objective`` reads.
+    ``redirect``: the model's ReLUs pass Lucid's redirected gradient (:mod:`fvis.redirect`),
+    defined for descending a loss. The model's guard is held for this step only, so other
+    fvis calls on a shared model take turns between steps.
+    """
+    with hooks.guard(model):
+        with redirected_relu() if redirect else contextlib.nullcontext():
+            acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
+            acts[IMAGE] = images
+            values = objective(acts)
+        grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
+    return values, grads
 
 
 @dataclass
@@ -230,18 +252,12 @@ def render(
             if fit_size is not None:
                 x = T.fit(x, fit_size)
             x = info.normalize(x)
-            redirect = (
-                redirected_relu() if step <= redirected_relu_steps else contextlib.nullcontext()
+            # gradients for the parameterization (and the image) only: the model's
+            # parameters get none, whatever their requires_grad
+            wrt = [*params, images] if importance else params
+            values, grads = loss_step(
+                model, objective, images, x, layers, wrt, step <= redirected_relu_steps
             )
-            with hooks.guard(model):
-                with redirect:
-                    acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
-                    acts[IMAGE] = images
-                    values = objective(acts)
-                # gradients for the parameterization (and the image) only: the model's
-                # parameters get none, whatever their requires_grad
-                wrt = [*params, images] if importance else params
-                grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
             for p, g in zip(params, grads):
                 p.grad = g
             opt.step()

@@ -439,9 +439,9 @@ def test_forward_values_unchanged_under_every_policy():
     net, x = InPlaceArithmetic(), torch.randn(3, 4)
     want = net(x)
     policies = {
-        "guided": (guided._Policy(True), x),
-        "deeplift": (deeplift._Policy("reveal_cancel", 3), torch.cat([x, x.flip(0)])),
-        "lrp": (lrp._Policy(EpsilonPlus(), "LRP"), x),
+        "guided": (guided._GuidedPolicy(True), x),
+        "deeplift": (deeplift._DeepLiftPolicy("reveal_cancel", 3), torch.cat([x, x.flip(0)])),
+        "lrp": (lrp._LRPPolicy(EpsilonPlus(), "LRP"), x),
     }
     for name, (policy, inputs) in policies.items():
         acts = hooks.run(net, inputs.clone().requires_grad_(True), ["output"], policy)

@@ -199,7 +199,7 @@ class _ShapleyMaxPool(torch.autograd.Function):
 _MAX_POOL_RULES = {"argmax": _MaxPool, "shapley": _ShapleyMaxPool}
 
 
-class _Policy(algebra.Policy):
+class _DeepLiftPolicy(algebra.Policy):
     strict = True
 
     def __init__(self, rule: str, b: int, max_pool: str = "argmax"):
@@ -365,7 +365,7 @@ class DeepLift(Attribution):
         ref = reference_for(reference, inputs, self.info, generator)
         b = inputs.shape[0]
         both = torch.cat([inputs.detach(), ref]).requires_grad_(True)
-        policy = _Policy(self.rule, b, self.max_pool)
+        policy = _DeepLiftPolicy(self.rule, b, self.max_pool)
         if policy.parts is not None:
             policy.parts.input = both  # its parts: the signs of Δx
         with canonized(self.model, inputs, self.canonizers):

@@ -86,7 +86,7 @@ class _Relu(torch.autograd.Function):
         return g, None, None
 
 
-class _Policy(hooks.Policy):
+class _GuidedPolicy(hooks.Policy):
     kinds = frozenset({"activation"})
     modules = False
 
@@ -115,7 +115,7 @@ class _ModifiedGradient(Attribution):
         """The modified gradient ``(B, ...)`` like ``inputs`` for ``target`` (int class,
         per-item classes, an :class:`~fvis.objectives.Objective`, or ``None`` = predicted)."""
         objective = resolve_target(self.model, inputs, target)
-        policy = _Policy(self.guided)
+        policy = _GuidedPolicy(self.guided)
         grad = hooks.input_gradient(self.model, inputs, objective, policy)
         if not policy.modified:
             seen = f" (it ran {', '.join(sorted(policy.others))})" if policy.others else ""

@@ -210,7 +210,7 @@ class _UniformProduct(torch.autograd.Function):
         return a * ga, b * gb, None, None
 
 
-class _Policy(algebra.Policy):
+class _LRPPolicy(algebra.Policy):
     strict = True
     track_bounds = True
 
@@ -347,7 +347,7 @@ class LRP(Attribution):
         objective = resolve_target(self.model, inputs, target)
         x = inputs.detach().requires_grad_(True)
         bounds = self.info.valid_range(x) if x.dim() == 4 else None
-        policy = _Policy(self.composite, self.method, max_pool=self.max_pool,
+        policy = _LRPPolicy(self.composite, self.method, max_pool=self.max_pool,
                          check_domain=self.check_domain, attention=self.attention)  # fmt: skip
         with canonized(self.model, inputs, self.canonizers):
             acts = hooks.run(self.model, x, objective.layers, policy, bounds=bounds)
