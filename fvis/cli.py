@@ -269,15 +269,22 @@ class OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fvis.param import KINDS
-    from fvis.recipes import ExplainRecipe, RenderRecipe
-
-    D, E = RenderRecipe(), ExplainRecipe()
+    """The ``fvis`` command: one subcommand per front end, each built below."""
     parser = OneLineErrors(
         prog="fvis", description="Feature visualization and attribution for PyTorch models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_render_parser, _layers_parser, _explain_parser, _attribute_parser,
+                _evaluate_parser, _gallery_parser, _studio_parser):  # fmt: skip
+        add(sub)
+    return parser
 
+
+def _render_parser(sub) -> None:
+    from fvis.param import KINDS
+    from fvis.recipes import RenderRecipe
+
+    D = RenderRecipe()
     r = sub.add_parser(
         "render",
         help="synthesize images that maximize units of a model",
@@ -416,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     outg.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_render)
 
+
+def _layers_parser(sub) -> None:
     lay = sub.add_parser("layers", help="list every addressable layer with its shape")
     _add_model_args(lay)
     lay.add_argument(
@@ -423,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lay.set_defaults(func=cmd_layers)
 
+
+def _explain_parser(sub) -> None:
+    from fvis.recipes import ExplainRecipe
+
+    E = ExplainRecipe()
     ex = sub.add_parser(
         "explain",
         help="attribution report: which channels drove a decision and what they respond to",
@@ -465,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=cmd_explain)
 
+
+def _attribute_parser(sub) -> None:
     at = sub.add_parser(
         "attribute",
         help="attribution heatmaps (PNG) and maps (NPZ) for a folder of images, in batches",
@@ -492,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     at.set_defaults(func=cmd_attribute)
 
-    from fvis.gallery.options import add_arguments as gallery_arguments
 
+def _evaluate_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="rank attribution methods by explanation quality")
     _add_model_args(ev)
     ev.add_argument("--methods", help="comma list of attribution methods (default: seven)")
@@ -505,17 +521,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", default="fvis_evaluation", help="report folder")
     ev.set_defaults(func=lambda args: __import__("fvis.evaluate").evaluate.main(args))
 
+
+def _gallery_parser(sub) -> None:
+    from fvis.gallery.options import add_arguments as gallery_arguments
+
     g = sub.add_parser(
         "gallery", help="every unit of chosen layers as a static site (resumable; --ray)"
     )
     gallery_arguments(g)
     g.set_defaults(func=cmd_gallery)
 
+
+def _studio_parser(sub) -> None:
     st = sub.add_parser("studio", help="open the studio (a Streamlit app) in the browser")
     st.add_argument("--port", type=int, default=None, help="server port (default streamlit's)")
     st.add_argument("--headless", action="store_true", help="do not open a browser")
     st.set_defaults(func=cmd_studio)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
