@@ -54,6 +54,7 @@ class Job:
         self.status, self.error, self.result = "running", None, None
         self.first_preview_s: float | None = None
         self._stop = threading.Event()
+        self._previewed = threading.Event()  # set at the first intermediate image (or the end)
         self._last_preview = -math.inf
         self._work = work
         self.started = time.perf_counter()
@@ -67,6 +68,11 @@ class Job:
     def cancel(self) -> None:
         """Ask the render to stop at its next step."""
         self._stop.set()
+
+    def wait_preview(self, timeout: float) -> bool:
+        """Block until the first intermediate image exists (or the job ended); False if
+        ``timeout`` passed first."""
+        return self._previewed.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has finished; False if ``timeout`` passed first."""
@@ -90,6 +96,7 @@ class Job:
             self.preview, self.preview_step = images.cpu(), step
             if self.first_preview_s is None:
                 self.first_preview_s = now - self.started
+                self._previewed.set()
         self.step = step
 
     def _run(self) -> None:
@@ -101,3 +108,5 @@ class Job:
         except Exception as e:  # shown in the page; the session stays usable
             self.error = str(e) or type(e).__name__
             self.status = "failed"
+        finally:
+            self._previewed.set()

@@ -15,7 +15,8 @@ from fvis_studio import history
 from fvis_studio.jobs import Job
 from fvis_studio.tiles import TILE_PX
 
-POLL_S = 0.4  # how often the page redraws a running job (each redraw sends one PNG)
+POLL_S = 0.3  # how often the page redraws a running job (each redraw sends one PNG)
+FIRST_WAIT_S = 0.8  # the run that starts a job waits this long for its first image
 
 
 def start(work_and_steps, **info) -> Job:
@@ -25,8 +26,10 @@ def start(work_and_steps, **info) -> Job:
     if old is not None and old.running:
         old.cancel()
     work, steps = work_and_steps
-    st.session_state.job = Job(work, steps, **info)
-    return st.session_state.job
+    job = st.session_state.job = Job(work, steps, **info)
+    # the first intermediate image then goes out with this run, not one poll later
+    job.wait_preview(FIRST_WAIT_S)
+    return job
 
 
 @st.fragment(run_every=POLL_S)
