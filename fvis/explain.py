@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from fvis import heatmap
 from fvis import objectives as O
@@ -28,6 +28,7 @@ from fvis.errors import check_int
 from fvis.image import to_pil
 from fvis.io import IMAGE_FORMATS, atomic_write_text, check_output, save_image
 from fvis.models.info import info as model_info
+from fvis.outputs import probabilities
 
 __all__ = ["BuildingBlocks", "building_blocks"]
 
@@ -50,49 +51,28 @@ class BuildingBlocks:
     channel_maps: torch.Tensor  # (k, H, W) upsampled spatial attribution per channel
     visualizations: torch.Tensor  # (k, C, h, w) feature visualization per channel
 
-    def tiles(self, size: int = 112) -> list[tuple[str, Image.Image]]:
+    def tiles(self) -> list[tuple[str, Image.Image]]:
         """(caption, picture) for the input, its heatmap, and each channel's pair."""
-
-        def big(img: Image.Image) -> Image.Image:
-            return img.convert("RGB").resize((size, size), Image.NEAREST)
-
         rgb_img = self.image.expand(3, -1, -1) if self.image.shape[0] == 1 else self.image
         tiles = [
-            (f"input: {self.label} (p={self.probability:.3f})", big(to_pil(self.image)[0])),
-            (self.method, big(heatmap.to_pil(heatmap.overlay(rgb_img, self.attribution[None])))),
+            (f"input: {self.label} (p={self.probability:.3f})", to_pil(self.image)[0]),
+            (self.method, heatmap.to_pil(heatmap.overlay(rgb_img, self.attribution[None]))),
         ]
         for c, s, m, v in zip(
             self.channels, self.channel_scores, self.channel_maps, self.visualizations
         ):
-            tiles.append((f"{self.layer}:{c} ({s:+.3g})", big(to_pil(v)[0])))
-            tiles.append(
-                (f"where {c} counts", big(heatmap.to_pil(heatmap.overlay(rgb_img, m[None]))))
-            )
+            tiles.append((f"{self.layer}:{c} ({s:+.3g})", to_pil(v)[0]))
+            tiles.append((f"where {c} counts", heatmap.to_pil(heatmap.overlay(rgb_img, m[None]))))
         return tiles
 
     def figure(self, size: int = 112) -> Image.Image:
         """The report as one picture: input and heatmap, then per channel its feature
-        visualization beside its spatial attribution."""
-        tiles = self.tiles(size)
-        font = ImageFont.load_default()
-        ncol, pad, text = 4, 6, 14
-        rows = (len(tiles) + ncol - 1) // ncol
-        w = ncol * (size + pad) + pad
-        h = rows * (size + text + pad) + pad + 20
-        canvas = Image.new("RGB", (w, h), "white")
-        draw = ImageDraw.Draw(canvas)
-        draw.text(
-            (pad, 4),
-            f"building blocks of layer {self.layer} for class {self.label}",
-            fill="black",
-            font=font,
-        )
-        for i, (caption, tile) in enumerate(tiles):
-            r, c = divmod(i, ncol)
-            x, y = pad + c * (size + pad), 20 + pad + r * (size + text + pad)
-            draw.text((x, y), caption[:22], fill="black", font=font)
-            canvas.paste(tile, (x, y + text))
-        return canvas
+        visualization beside its spatial attribution (four tiles a row)."""
+        from fvis.figures import sheet
+
+        cells = [(i // 4, i % 4, caption, img) for i, (caption, img) in enumerate(self.tiles())]
+        title = f"building blocks of layer {self.layer} for class {self.label}"
+        return sheet(cells, size, title)
 
     def html(self) -> str:
         """A self-contained HTML page (pictures embedded)."""
@@ -105,7 +85,7 @@ class BuildingBlocks:
         return (
             f"<!doctype html><meta charset='utf-8'><title>fvis explain</title>"
             f"<style>figure{{display:inline-block;margin:6px;font:12px sans-serif}}"
-            f"img{{image-rendering:pixelated}}</style>"
+            f"img{{image-rendering:pixelated;width:112px}}</style>"
             f"<h1>Building blocks: layer {escape(self.layer)}, class {escape(self.label)}</h1>"
             f"{figs}"
         )
@@ -156,8 +136,7 @@ def building_blocks(
     img = image if image.dim() == 4 else image.unsqueeze(0)
     device = fvis.hooks.model_device(model)
     x = meta.normalize(img.to(device))
-    with fvis.hooks.guard(model), torch.no_grad():  # eval mode, restored after
-        probs = model(x).softmax(1)[0]
+    probs = probabilities(model, x)[0]
     k = int(probs.argmax()) if target is None else meta.label_index(target)
     if not 0 <= k < probs.numel():
         raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")

@@ -57,6 +57,33 @@ def html_figure(image: Image.Image, caption: str) -> str:
     )
 
 
+def tile(img: Image.Image, size: int) -> Image.Image:
+    """``img`` as an RGB square of ``size`` px (nearest neighbour: pixels stay sharp)."""
+    return img.convert("RGB").resize((size, size), Image.NEAREST)
+
+
+def sheet(
+    cells: Sequence[tuple[int, int, str, Image.Image]], size: int = 112, title: str = ""
+) -> Image.Image:
+    """A white sheet of captioned tiles: ``cells`` are ``(row, column, caption, image)``;
+    each image becomes a ``size`` px tile under its caption (22 characters at most), with
+    ``title`` above them all."""
+    font = ImageFont.load_default()
+    pad, text, top = 6, 14, 20 if title else 0
+    rows = 1 + max(r for r, *_ in cells)
+    cols = 1 + max(c for _, c, *_ in cells)
+    w = cols * (size + pad) + pad
+    canvas = Image.new("RGB", (w, top + rows * (size + text + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 4), title, fill="black", font=font)
+    for r, c, caption, img in cells:
+        x, y = pad + c * (size + pad), top + pad + r * (size + text + pad)
+        draw.text((x, y), caption[:22], fill="black", font=font)
+        canvas.paste(tile(img, size), (x, y + text))
+    return canvas
+
+
 @dataclass
 class Comparison:
     """Maps of several methods for a batch of images (tensors on the CPU).
@@ -93,7 +120,7 @@ class Comparison:
         titles = [textwrap.wrap(t, chars)[:2] or [""] for t in ["input", *names]]
         top = 4 + 12 * max(len(t) for t in titles)
         everything = torch.cat([m.flatten() for m in self.maps.values()])
-        tiles = [[self._tile(to_pil(img)[0], size) for img in self.images]]
+        tiles = [[tile(to_pil(img)[0], size) for img in self.images]]
         for name in names:
             m = self.maps[name][:, None]
             style = dict(signed=bool((m < 0).any()), percentile=self.percentile)
@@ -103,7 +130,7 @@ class Comparison:
                 if over_image
                 else heatmap.colorize(m, **style)
             )
-            tiles.append([self._tile(p, size) for p in heatmap.to_pil(rgb)])
+            tiles.append([tile(p, size) for p in heatmap.to_pil(rgb)])
         w = pad + (len(names) + 1) * (size + pad)
         h = top + len(self.images) * (size + head + pad)
         canvas = Image.new("RGB", (w, h), "white")
@@ -120,10 +147,6 @@ class Comparison:
             for c, column in enumerate(tiles):
                 canvas.paste(column[r], (pad + c * (size + pad), y + head - 2))
         return canvas
-
-    @staticmethod
-    def _tile(img: Image.Image, size: int) -> Image.Image:
-        return img.convert("RGB").resize((size, size), Image.NEAREST)
 
     def save(self, path) -> Path:
         """Write the figure as PNG, atomically."""

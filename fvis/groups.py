@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from fvis import heatmap
 from fvis import objectives as O
@@ -33,6 +33,7 @@ from fvis.attribution.layer import default_layer, layer_grid
 from fvis.image import to_pil
 from fvis.io import save_image
 from fvis.models.info import info as model_info
+from fvis.outputs import probabilities
 
 __all__ = ["nmf", "NeuronGroups", "neuron_groups"]
 
@@ -89,30 +90,17 @@ class NeuronGroups:
 
     def figure(self, size: int = 112) -> Image.Image:
         """Top row: the input, then where each group fires (overlay); bottom row: each
-        group's visualization, captioned with its share of the decision."""
-        font = ImageFont.load_default()
-        k, pad, text = len(self.scores), 6, 14
+        group's visualization under its map, captioned with its share of the decision."""
+        from fvis.figures import sheet
+
         rgb = self.image.expand(3, -1, -1) if self.image.shape[0] == 1 else self.image
         maps = upsample(self.amounts, self.image.shape[-2:])
-
-        def big(img: Image.Image) -> Image.Image:
-            return img.convert("RGB").resize((size, size), Image.NEAREST)
-
-        top = [(f"{self.label}: {self.layer}", big(to_pil(self.image)[0]))]
-        top += [(f"group {g}", big(heatmap.to_pil(heatmap.overlay(rgb, maps[g, None],
-                 signed=False)))) for g in range(k)]  # fmt: skip
-        bottom = [(f"share {s:+.3g}", big(to_pil(v)[0]))
-                  for s, v in zip(self.scores, self.visualizations)]  # fmt: skip
-        w = (k + 1) * (size + pad) + pad
-        canvas = Image.new("RGB", (w, 2 * (size + text + pad) + pad), "white")
-        draw = ImageDraw.Draw(canvas)
-        for r, row in enumerate([top, bottom]):
-            for c, (caption, tile) in enumerate(row):
-                x = pad + (c + r) * (size + pad)  # visualizations under their maps
-                y = pad + r * (size + text + pad)
-                draw.text((x, y), caption[:22], fill="black", font=font)
-                canvas.paste(tile, (x, y + text))
-        return canvas
+        cells = [(0, 0, f"{self.label}: {self.layer}", to_pil(self.image)[0])]
+        for g, (s, v) in enumerate(zip(self.scores, self.visualizations)):
+            where = heatmap.overlay(rgb, maps[g, None], signed=False)
+            cells.append((0, g + 1, f"group {g}", heatmap.to_pil(where)))
+            cells.append((1, g + 1, f"share {s:+.3g}", to_pil(v)[0]))
+        return sheet(cells, size)
 
     def save(self, path) -> Path:
         """Write :meth:`figure` atomically."""
@@ -144,8 +132,7 @@ def neuron_groups(
     if img.shape[0] != 1:
         raise ValueError(f"neuron groups explain one image; got a batch of {img.shape[0]}")
     x = meta.normalize(img.to(fvis.hooks.model_device(model)))
-    with fvis.hooks.guard(model), torch.no_grad():
-        probs = model(x).softmax(1)[0]
+    probs = probabilities(model, x)[0]
     t = int(probs.argmax()) if target is None else meta.label_index(target)
     positive_part = layer is None
     layer = layer or default_layer(model, x)

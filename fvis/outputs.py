@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["MAIN_KEYS", "OutputView", "describe", "rows", "select"]
+__all__ = ["MAIN_KEYS", "OutputView", "describe", "probabilities", "rows", "select"]
 
 MAIN_KEYS = ("logits", "out")  # Hugging Face, torchvision segmentation
 
@@ -117,3 +117,15 @@ class OutputView(nn.Module):
 
     def __repr__(self) -> str:
         return f"OutputView({self.key!r}) of {self.inner!r}"
+
+
+def probabilities(model: nn.Module, x: torch.Tensor, key: str | int | None = None) -> torch.Tensor:
+    """``softmax`` over the classes of the model's (main, or ``key``) output for the
+    normalized inputs ``x``: (B, K); a spatial output (B, K, H, W) gives each class's mean
+    probability over the pixels. Run in eval mode under the model's guard, without
+    gradients (what a report or a caption shows next to an explanation)."""
+    from fvis import hooks
+
+    with hooks.guard(model), torch.no_grad():
+        p = select(model(x), key).softmax(1)
+    return p.mean(tuple(range(2, p.dim()))) if p.dim() > 2 else p
