@@ -1,7 +1,8 @@
 """``python -m benchmarks [--smoke] [--only NAMES] [--out DIR] [--device DEV]``: every
 benchmark, writing ``DIR/bench.json`` and ``DIR/bench.md`` (machine, threads, library
 versions, one row per comparison: the median ratio fvis / other over pairs, its range,
-each side's median seconds, and how the two were checked to compute the same thing).
+each side's median seconds, the load average when the row was measured, and how the two
+were checked to compute the same thing).
 
 Benchmarks: ``engine`` (render step vs bare truncated forward + backward), ``render``
 (vs Lucent: a mid-layer channel and a 64-channel layer), ``gallery`` (units/s at batch
@@ -41,18 +42,21 @@ def markdown(env: dict, rows: list[dict]) -> str:
     load = _fmt(env["load_average"])
     head = (f"{env['device_name']} ({env['device']}), {env['cpus']} CPUs, {env['threads']} "
             f"torch thread(s), load average {load} at the start; {v}\n\n")  # fmt: skip
-    lines = ["| benchmark | case | vs | fvis / other (median) | pairs: range | fvis s | other s "
-             "| same computation? |", "|---|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| benchmark | case | vs | fvis / other (median) | pairs: range | fvis s | other s "
+        "| load | same computation? |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if r["bench"] == "memory":
             peak, added = _fmt(r.get("peak_mib")), _fmt(r.get("added_mib"))
             lines.append(f"| memory | {r['case']} | – | peak {peak} MiB | – | added {added} MiB "
-                         "| – | – |")  # fmt: skip
+                         "| – | – | – |")  # fmt: skip
             continue
         rng = f"{r['low']:.2f}–{r['high']:.2f} ({r['pairs']})" if r.get("low") else "–"
         a, b = _fmt(r.get("fvis_s")), _fmt(r.get("other_s"))
         lines.append(f"| {r['bench']} | {r['case']} | {r['other']} | {_fmt(r['ratio'])} | {rng} | "
-                     f"{a} | {b} | {r['check']} |")  # fmt: skip
+                     f"{a} | {b} | {_fmt(r.get('load'))} | {r['check']} |")  # fmt: skip
     return head + "\n".join(lines) + "\n"
 
 

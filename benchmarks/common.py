@@ -41,9 +41,15 @@ def paired(fvis_fn, other_fn, pairs: int, device="cpu") -> dict:
 
 
 def row(bench: str, case: str, other: str, timing: dict, check: str, settings: str = "") -> dict:
-    """One table row: ``ratio`` < 1 means fvis is faster (``speedup`` = 1 / ratio)."""
+    """One table row: ``ratio`` < 1 means fvis is faster (``speedup`` = 1 / ratio);
+    ``load`` is the 1-minute load average when the row was measured (a shared machine)."""
     return dict(bench=bench, case=case, other=other, settings=settings, check=check, **timing,
-                speedup=1 / timing["ratio"] if timing.get("ratio") else None)  # fmt: skip
+                speedup=1 / timing["ratio"] if timing.get("ratio") else None,
+                load=_load())  # fmt: skip
+
+
+def _load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def environment(device) -> dict:
@@ -56,7 +62,7 @@ def environment(device) -> dict:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = _load()
     return dict(device=str(dev), device_name=name, machine=platform.machine(),
                 cpus=os.cpu_count(), threads=torch.get_num_threads(), load_average=load,
                 python=platform.python_version(), versions=versions)  # fmt: skip

@@ -517,6 +517,8 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument("--dataset", help="folder of images (default: the bundled held-out digits)")
     ev.add_argument("--patch", type=int, default=4, help="pixel-flipping cell size (default 4)")
     ev.add_argument("--steps", type=int, default=20, help="pixel-flipping steps (default 20)")
+    ev.add_argument("--imputation", choices=("fill", "road"), default="fill",
+                    help="removed cells: black (default) or ROAD's noisy imputation")  # fmt: skip
     ev.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     ev.add_argument("-o", "--output", default="fvis_evaluation", help="report folder")
     ev.set_defaults(func=lambda args: __import__("fvis.evaluate").evaluate.main(args))

@@ -32,13 +32,24 @@ from fvis.models.info import info as model_info
 from fvis.quality import (
     ORDERS,
     continuity,
+    diversity,
     infidelity,
     max_sensitivity,
     model_randomization,
     pixel_flipping,
+    transfer,
+    transformation_robustness,
 )
 
-__all__ = ["COLUMNS", "DEFAULT_METHODS", "Report", "evaluate", "line_chart", "main"]
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_METHODS",
+    "Report",
+    "evaluate",
+    "evaluate_visualizations",
+    "line_chart",
+    "main",
+]
 
 DEFAULT_METHODS = (
     "saliency,gradient_x_input,integrated_gradients,smoothgrad,guided_backprop,lrp,gradcam"
@@ -183,13 +194,16 @@ def evaluate(
     max_shift: int = 2,
     samples: int = 16,
     seed: int = 0,
+    imputation: str = "fill",
+    noise: float = 0.01,
     options: dict[str, dict] | None = None,
 ) -> Report:
     """Evaluate ``methods`` (names of :data:`fvis.attribution.METHODS` or a comma list)
     on ``images`` ((B, C, H, W) in [0, 1]) explaining ``labels`` (``None``: predicted).
 
     Per method, means over the images of: the MoRF area of the pixel-flipping curve of
-    ``f(x_k) / f(x)`` (``patch``, ``steps``, black fill; lower = selective) and the LeRF −
+    ``f(x_k) / f(x)`` (``patch``, ``steps``, black fill, or with ``imputation="road"``
+    ROAD's noisy linear imputation with ``noise``; lower = selective) and the LeRF −
     MoRF gap (higher = the map separates evidence from clutter); :func:`continuity` of
     unit-L1 maps up to ``max_shift`` px; the Spearman ρ of ``|R|`` after randomizing every
     layer (:func:`model_randomization`); :func:`infidelity` (``normalize=True``, so map
@@ -223,7 +237,7 @@ def evaluate(
         curves[name], sc = {}, {}
         for order in ORDERS:
             fc = pixel_flipping(model, x, maps, target, patch=patch, steps=steps, order=order,
-                                generator=seed)  # fmt: skip
+                                imputation=imputation, noise=noise, generator=seed)  # fmt: skip
             rel = fc.scores / f0[:, None]
             curves[name][order] = rel.mean(0).tolist()
             sc[order] = float(torch.trapezoid(rel, fc.fractions, dim=1).mean())
@@ -253,12 +267,42 @@ def evaluate(
         order = sorted(names, key=lambda m: scores[m][key] if lower else -scores[m][key])
         for i, m in enumerate(order, 1):
             ranks[m] += i / len(COLUMNS)
+    removal = "black fill" if imputation == "fill" else f"ROAD imputation, noise={noise}"
     settings = dict(model=info.name or type(model).__name__, images=x.shape[0], patch=patch,
-                    steps=steps, fill="black", max_shift=max_shift, samples=samples,
+                    steps=steps, removal=removal, max_shift=max_shift, samples=samples,
                     infidelity="normalized, sigma=0.1 of the valid range",
                     max_sensitivity="radius 0.02, unit-L1 maps", seed=seed,
                     threads=torch.get_num_threads())  # fmt: skip
     return Report(settings, names, fractions, curves, cont, stages, rand, scores, ranks)
+
+
+def evaluate_visualizations(
+    model,
+    images: torch.Tensor,
+    classes,
+    *,
+    other=None,
+    layer: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The feature-visualization measures of :mod:`fvis.quality.visualization` on a batch
+    of class visualizations ``images`` ((B, C, H, W) in [0, 1], ``classes`` an int or
+    (B,)), as means over the batch (higher is better): ``robustness`` — mean over ``n``
+    draws of Lucid's standard transforms of ``f(T(x)) / f(x)``
+    (:func:`transformation_robustness`; images with ``f(x) ≤ 0`` left out); ``diversity``
+    — ``1 − mean pairwise cosine`` of the Gram matrices at ``layer`` (of the pixels with
+    ``layer=None``; needs B ≥ 2, else left out); with a second
+    classifier ``other`` (e.g. ``fvis:mnist-mlp``), ``transfer`` — its mean probability of
+    the class. Random draws come from ``seed``.
+    """
+    rob = transformation_robustness(model, classes, images, n=n, generator=seed)
+    out = {"robustness": float(rob.nanmean())}
+    if images.shape[0] >= 2:
+        out["diversity"] = diversity(images, model if layer else None, layer)
+    if other is not None:
+        out["transfer"] = float(transfer(other, images, classes).mean())
+    return out
 
 
 # ---------------------------------------------------------------- pictures (PIL only)
@@ -372,7 +416,7 @@ def main(args) -> int:
     images, labels = load_inputs(model, args.images, args.dataset)
     methods = args.methods or DEFAULT_METHODS
     report = evaluate(model, methods, images, labels, patch=args.patch, steps=args.steps,
-                      seed=args.seed)  # fmt: skip
+                      seed=args.seed, imputation=getattr(args, "imputation", "fill"))  # fmt: skip
     path = report.save(args.output)
     print(report.markdown())
     print(f"saved {path.resolve()}/report.html, report.md, report.json and the plots")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fvis.cli import main as cli
-from fvis.evaluate import COLUMNS, evaluate
+from fvis.evaluate import COLUMNS, evaluate, evaluate_visualizations
 
 
 def test_report_deterministic_and_saved(mnist_model, mnist_digits, tmp_path):
@@ -43,3 +43,42 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "saliency" in capsys.readouterr().out
     assert cli(["evaluate", "--methods", "nope", "--images", "2", "-o", str(out)]) == 2
     assert cli(["evaluate", "--images", "0", "-o", str(out)]) == 2
+
+
+def test_road_imputation_option(mnist_model, mnist_digits):
+    images, labels = mnist_digits
+    kw = dict(steps=4, max_shift=1, samples=2, seed=1)
+    fill = evaluate(mnist_model, "saliency", images[:2], labels[:2], **kw)
+    road = evaluate(mnist_model, "saliency", images[:2], labels[:2], imputation="road", **kw)
+    assert road.to_json() == evaluate(mnist_model, "saliency", images[:2], labels[:2],
+                                      imputation="road", **kw).to_json()  # fmt: skip
+    assert road.settings["removal"].startswith("ROAD") and fill.settings["removal"] == "black fill"
+    # same maps and ranking, other removal: the curves differ after step 0 only
+    assert road.curves["saliency"]["morf"][0] == pytest.approx(1.0, abs=1e-6)
+    assert road.curves["saliency"]["morf"][1:] != fill.curves["saliency"]["morf"][1:]
+    assert road.continuity == fill.continuity
+
+
+def test_visualization_measures(mnist_model, mnist_digits):
+    import torch
+
+    import fvis
+    from fvis.quality import diversity, transfer, transformation_robustness
+
+    images, labels = mnist_digits
+    x, y = images[:4], labels[:4]
+    mlp = fvis.load_model("fvis:mnist-mlp")
+    got = evaluate_visualizations(mnist_model, x, y, other=mlp, layer="conv3", n=4, seed=2)
+    rob = transformation_robustness(mnist_model, y, x, n=4, generator=2)
+    assert got["robustness"] == pytest.approx(float(rob.nanmean()))
+    assert got["diversity"] == pytest.approx(diversity(x, mnist_model, "conv3"))
+    assert got["transfer"] == pytest.approx(float(transfer(mlp, x, y).mean()))
+    assert got["transfer"] > 0.8  # real digits of their class transfer to the second model
+    assert got == evaluate_visualizations(mnist_model, x, y, other=mlp, layer="conv3", n=4, seed=2)
+    # one image: no diversity; no second model: no transfer; pixels without a layer
+    one = evaluate_visualizations(mnist_model, x[:1], y[:1], n=2)
+    assert set(one) == {"robustness"}
+    assert evaluate_visualizations(mnist_model, x, y, n=2)["diversity"] == pytest.approx(
+        diversity(x)
+    )
+    assert torch.isfinite(torch.tensor(got["robustness"]))

@@ -33,6 +33,12 @@ __all__ = ["ORDERS", "FlipCurve", "pixel_flipping", "recompute_flipping", "road_
 
 ORDERS = ("morf", "lerf", "random")
 
+# Rows per scoring chunk when ``internal_batch_size`` is None: as many whole steps as keep a
+# chunk's input under 2²³ values (32 MiB fp32; ResNet-18 at 224 px: 55 images). Measured on
+# 2 CPU cores: batches of 34–68 ResNet-18 rows run ~2× faster per image than Quantus's batch
+# of 4, and 400 MNIST rows in one chunk ~1.7× faster than chunks of 64 (one run each).
+_CHUNK_VALUES = 1 << 23
+
 # ROAD's neighbour weights (Rong et al. 2022; pytorch-grad-cam metrics/road.py): 1/6 for
 # the four direct neighbours, 1/12 for the four diagonal ones (they sum to 1).
 _ROAD_KERNEL = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
@@ -163,6 +169,18 @@ def _ranks(cells: torch.Tensor, order: str, gen: torch.Generator) -> torch.Tenso
     return rank
 
 
+def _step_chunks(steps: int, b: int, row_values: int, size: int | None) -> list[slice]:
+    """Row slices of the ``steps · b`` rows (row ``r``: step ``r // b``, item ``r % b``):
+    ``size`` rows each, or with ``size=None`` whole steps, split evenly into as few chunks
+    as keep each under :data:`_CHUNK_VALUES` input values."""
+    if size is not None:
+        return list(row_chunks(steps * b, size))
+    per = max(1, _CHUNK_VALUES // max(1, b * row_values))  # steps per chunk at most
+    n = -(-steps // per)
+    per = -(-steps // n)  # the same number of steps in each chunk (the last maybe fewer)
+    return [slice(s * b, min(s + per, steps) * b) for s in range(0, steps, per)]
+
+
 def _score(model, rows: torch.Tensor, objective) -> torch.Tensor:
     """Target scores of perturbed rows, without autograd; conv nets read channels-last
     input (oneDNN's fast layout on CPU; same values up to float rounding)."""
@@ -185,7 +203,7 @@ def pixel_flipping(
     fill="black",
     imputation: str = "fill",
     noise: float = 0.01,
-    internal_batch_size: int | None = 64,
+    internal_batch_size: int | None = None,
     generator: torch.Generator | int | None = 0,
 ) -> FlipCurve:
     """One-shot selectivity: rank the cells once on ``maps`` and remove them in ``order``.
@@ -197,8 +215,10 @@ def pixel_flipping(
     :class:`~fvis.attribution.base.Target`). ``maps``: ``(B, C, H, W)``, ``(B, 1, h, w)``
     (upsampled bilinearly) or ``(B, H, W)``. ``fill``: any baseline name or tensor of
     :mod:`fvis.attribution.integrated`; ``imputation="road"`` imputes instead
-    (:func:`road_impute` with ``noise``). The ``(K+1)·B`` perturbed inputs are built and
-    scored in chunks of ``internal_batch_size`` rows, without gradients. ``generator``: a
+    (:func:`road_impute` with ``noise``). The ``(K+1)·B`` perturbed inputs are built from
+    the one ranking (a cell is gone at step k iff its rank < count_k) and scored in
+    chunks of ``internal_batch_size`` rows (None: whole steps, chunks of at most 2²³
+    input values), under ``inference_mode`` on channels-last input. ``generator``: a
     generator or seed for random orders, fills and ROAD noise. Returns a :class:`FlipCurve`.
     """
     _check(order, imputation)
@@ -219,7 +239,8 @@ def pixel_flipping(
     tgt = Target(model, x, target)
     ph, pw = -(-size[0] // patch), -(-size[1] // patch)
     values = []
-    for sl in row_chunks((steps + 1) * b, internal_batch_size):  # row r: step r // B, item r % B
+    chunks = _step_chunks(steps + 1, b, x[0].numel(), internal_batch_size)
+    for sl in chunks:  # row r: step r // B, item r % B
         r = torch.arange(sl.start, sl.stop, device=x.device)
         item, step = r % b, r // b
         gone = _pixels((rank[item] < counts[step, None]).view(-1, ph, pw), patch, size)
