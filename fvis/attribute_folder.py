@@ -26,7 +26,7 @@ from fvis import heatmap
 from fvis.figures import compare
 from fvis.image import load_image
 from fvis.io import atomic_path, save_image
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.progress import Progress
 
 __all__ = ["IMAGE_SUFFIXES", "attribute_folder", "image_files", "main"]

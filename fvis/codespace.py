@@ -36,7 +36,7 @@ from fvis import transforms as T
 from fvis.generators import BUNDLED, GeneratorInfo, load
 from fvis.generators import info as generator_info
 from fvis.image import grid
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.objectives import IMAGE, Objective
 from fvis.progress import Progress
 from fvis.render import loss_step

@@ -28,7 +28,7 @@ from fvis import hooks
 from fvis.attribution import get as get_method
 from fvis.attribution.base import Attribution
 from fvis.io import atomic_write_bytes, atomic_write_text
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.quality import (
     ORDERS,
     continuity,

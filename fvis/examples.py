@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from fvis import hooks
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.objectives import Objective
 
 __all__ = ["Examples", "dataset_examples", "as_dataset", "ranking_objective", "attribution_maps"]

@@ -27,7 +27,7 @@ from fvis.attribution.layer import LayerGradientXActivation, default_layer, top_
 from fvis.errors import check_int
 from fvis.image import to_pil
 from fvis.io import IMAGE_FORMATS, atomic_write_text, check_output, save_image
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.outputs import probabilities
 
 __all__ = ["BuildingBlocks", "building_blocks"]

@@ -29,7 +29,7 @@ from torch import nn
 
 from fvis import heatmap
 from fvis.image import to_pil
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 
 __all__ = ["SCALES", "Comparison", "compare", "data_uri", "png_bytes"]
 

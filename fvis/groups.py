@@ -32,7 +32,7 @@ from fvis.attribution.base import gradients, upsample
 from fvis.attribution.layer import default_layer, layer_grid
 from fvis.image import to_pil
 from fvis.io import save_image
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.outputs import probabilities
 
 __all__ = ["nmf", "NeuronGroups", "neuron_groups"]

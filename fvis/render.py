@@ -22,7 +22,7 @@ from fvis import transforms as T
 from fvis.errors import NonFiniteError, check_finite
 from fvis.image import grid, to_pil
 from fvis.models import check_device
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.objectives import IMAGE, Objective
 from fvis.param import DEFAULT_LR, MAX_BATCH, Ball, for_input
 from fvis.progress import Progress

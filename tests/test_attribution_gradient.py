@@ -27,7 +27,7 @@ from fvis.attribution.layer import (
 )
 from fvis.attribution.smooth import SmoothGrad, SmoothGradSquared, VarGrad
 from fvis.hooks import LayerError, check_no_hooks
-from fvis.models.info import ModelInfo, attach
+from fvis.models.metadata import ModelInfo, attach
 
 # ---------------------------------------------------------------- tiny hand-set nets
 

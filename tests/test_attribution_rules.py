@@ -30,7 +30,7 @@ from fvis.attribution.composites import (
 )
 from fvis.attribution.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 from fvis.hooks import UnsupportedOperation, check_no_hooks
-from fvis.models.info import attach
+from fvis.models.metadata import attach
 
 torch.set_num_threads(1)
 

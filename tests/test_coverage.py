@@ -16,7 +16,7 @@ import fvis
 from fvis import objectives as O
 from fvis.attribution import GradCAM
 from fvis.attribution.layer import default_layer
-from fvis.models.info import ModelInfo, attach
+from fvis.models.metadata import ModelInfo, attach
 
 
 def _torchvision_vit():

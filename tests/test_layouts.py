@@ -18,7 +18,7 @@ from fvis import objectives as O
 from fvis.attribution import GradCAM, LayerGradientXActivation, LayerIntegratedGradients
 from fvis.attribution.layer import default_layer
 from fvis.hooks import Layout
-from fvis.models.info import ModelInfo, attach
+from fvis.models.metadata import ModelInfo, attach
 from fvis.recipes.recipe import _counts
 from fvis.recipes.units import UnitError, parse_unit, parse_units
 

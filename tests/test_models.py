@@ -19,7 +19,7 @@ from fvis.models import (
     load_model,
     save,
 )
-from fvis.models.info import IMAGENET_MEAN, IMAGENET_STD
+from fvis.models.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 torch.set_num_threads(1)
 

@@ -26,7 +26,7 @@ from torch import nn
 from fvis import hooks
 from fvis.errors import NonFiniteError, check_int
 from fvis.hooks import INPUT, OUTPUT
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.objectives import Objective
 from fvis.outputs import rows, select
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from fvis.errors import check_finite_tensor, check_int
-from fvis.models.info import ModelInfo
+from fvis.models.metadata import ModelInfo
 from fvis.transforms import gaussian_blur
 
 __all__ = ["RANDOM_BASELINES", "baseline", "generator", "make_baselines", "rand", "valid_range"]

@@ -19,7 +19,7 @@ from fvis.hooks.handles import hooks_on
 from fvis.hooks.intercept import Interceptor, Policy
 from fvis.hooks.names import INPUT, OUTPUT, LayerError, locate, trace
 from fvis.hooks.state import guard, refuse_script
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 
 __all__ = ["Activations", "capture", "input_gradient", "run"]
 

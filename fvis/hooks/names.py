@@ -27,7 +27,7 @@ from fvis.hooks.intercept import tensors_in
 from fvis.hooks.layouts import Layout, detect, patch_grid, prefix_tokens
 from fvis.hooks.layouts import parse as parse_layout
 from fvis.hooks.state import guard
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 from fvis.outputs import select
 
 __all__ = [

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fvis.models.info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach, info
+from fvis.models.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, attach, info
 from fvis.outputs import OutputView
 
 __all__ = [
@@ -189,8 +189,8 @@ def _seeded():
 
 def _adopt(model: nn.Module, device) -> nn.Module:
     """A module passed in: eval mode, a logits view for ``transformers`` models, and
-    its info (see :func:`fvis.models.info.info`) attached unless it has one."""
-    from fvis.models.info import is_hf
+    its info (see :func:`fvis.models.info`) attached unless it has one."""
+    from fvis.models.metadata import is_hf
 
     if is_hf(model) and not isinstance(model, OutputView):
         view = OutputView(model, "logits")
@@ -275,7 +275,7 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
 def _fixed_size(model: nn.Module, size: tuple[int, int, int]) -> dict:
     """``ModelInfo`` changes for torchvision models that take one input size: ViT (its
     ``image_size``) and MaxViT (its grid partitions; the size it was built for)."""
-    from fvis.models.info import torchvision_fixed
+    from fvis.models.metadata import torchvision_fixed
 
     found = torchvision_fixed(model)
     if found is None:
@@ -416,7 +416,7 @@ def _plain(value) -> bool:
 
 def _source(model: nn.Module, spec: str | None) -> dict:
     """``{"spec", "kwargs"[, "hf_config"]}``: how :func:`load_model` rebuilds ``model``."""
-    from fvis.models.info import is_hf
+    from fvis.models.metadata import is_hf
 
     known = getattr(model, "fvis_source", None) or {}
     kwargs = known.get("kwargs", {}) if spec in (None, known.get("spec")) else {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fvis.models.info import ModelInfo
+from fvis.models.metadata import ModelInfo
 from fvis.models.optional import require
 from fvis.outputs import OutputView
 

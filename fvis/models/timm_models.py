@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fvis.models.info import ModelInfo
+from fvis.models.metadata import ModelInfo
 from fvis.models.optional import require
 
 __all__ = ["cached_weights", "info_from", "load"]

@@ -22,7 +22,7 @@ from torch import nn
 from fvis.attribution.base import Attribution, Target, row_chunks, scores
 from fvis.attribution.baselines import generator as make_generator
 from fvis.attribution.baselines import make_baselines, valid_range
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 
 __all__ = ["continuity", "infidelity", "max_sensitivity"]
 

@@ -27,7 +27,7 @@ from torch import nn
 from fvis.attribution.base import Attribution, Target, row_chunks, scores, upsample
 from fvis.attribution.baselines import generator as make_generator
 from fvis.attribution.baselines import make_baselines
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 
 __all__ = ["ORDERS", "FlipCurve", "pixel_flipping", "recompute_flipping", "road_impute"]
 

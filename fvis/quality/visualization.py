@@ -16,7 +16,7 @@ from fvis import hooks
 from fvis import transforms as T
 from fvis.attribution.base import Target, scores
 from fvis.attribution.baselines import generator as make_generator
-from fvis.models.info import info as model_info
+from fvis.models.metadata import info as model_info
 
 __all__ = ["diversity", "transfer", "transformation_robustness"]
 
