@@ -69,8 +69,8 @@ def attribute_folder(
         raise ValueError(f"batch must be ≥ 1, not {batch}")
     files = image_files(folder)
     out = Path(out)
-    meta = model_info(model)
-    c, h, w = meta.input_size
+    info = model_info(model)
+    c, h, w = info.input_size
     device = next(iter(model.parameters()), torch.empty(0)).device
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     targets, probs = [], []
@@ -78,7 +78,7 @@ def attribute_folder(
         for start in range(0, len(files), batch):
             chunk = files[start : start + batch]
             images = torch.cat([load_image(f, (h, w), channels=c) for f in chunk])
-            x = meta.normalize(images.to(device))
+            x = info.normalize(images.to(device))
             result = compare(model, x, methods, target=target, images=images, options=options)
             targets.append(result.targets)
             p = result.probabilities

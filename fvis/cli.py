@@ -124,7 +124,7 @@ def cmd_render(args) -> int:
     import torch
 
     from fvis.io import atomic_write_text, check_output
-    from fvis.models import info
+    from fvis.models import info as model_info
     from fvis.outputs import select
     from fvis.recipes import save_render
     from fvis.transforms import fit
@@ -140,7 +140,7 @@ def cmd_render(args) -> int:
     out = save_render(result, args.output, ncol=args.ncol, scale=args.scale)
     if args.save_recipe:
         atomic_write_text(recipe.to_json(), args.save_recipe)
-    meta = info(model)
+    info = model_info(model)
     final = result.history[-1]
     probs = None
     if any(u.kind == "class" for u in units):
@@ -148,16 +148,16 @@ def cmd_render(args) -> int:
             from fvis.hooks import model_device
 
             x = result.images.to(model_device(model))
-            if meta.fixed_size:  # as render fed it: fitted to the model's one size
-                x = fit(x, tuple(meta.input_size[1:]))
-            probs = select(model(meta.normalize(x))).softmax(1).cpu()
+            if info.fixed_size:  # as render fed it: fitted to the model's one size
+                x = fit(x, tuple(info.input_size[1:]))
+            probs = select(model(info.normalize(x))).softmax(1).cpu()
             if probs.dim() == 4:  # segmentation: the mean probability over the pixels
                 probs = probs.mean((2, 3))
     for i, u in enumerate(units):
         line = f"  [{i}] {u}: objective {final[i]:.4g}"
         if probs is not None and u.kind == "class":
-            k = meta.label_index(u.index)
-            line += f", p(class {meta.labels[k] if meta.labels else k}) = {probs[i, k]:.4f}"
+            k = info.label_index(u.index)
+            line += f", p(class {info.labels[k] if info.labels else k}) = {probs[i, k]:.4f}"
         print(line)
     print(f"recipe {recipe.hash()[:12]}; saved {out.resolve()}")
     return 0

@@ -69,14 +69,14 @@ class _Tensors(torch.utils.data.Dataset):
 
 def as_dataset(data, model: nn.Module) -> torch.utils.data.Dataset:
     """The dataset ``data`` names, with items the model takes (see the module docstring)."""
-    meta = model_info(model)
+    info = model_info(model)
     if data is None:
         from fvis.data import mnist
 
-        if tuple(meta.input_size) != (1, 28, 28):
+        if tuple(info.input_size) != (1, 28, 28):
             raise ValueError(
                 "the bundled held-out digits are 1×28×28; give a dataset for a model "
-                f"with inputs of {tuple(meta.input_size)}"
+                f"with inputs of {tuple(info.input_size)}"
             )
         return _Tensors(mnist("test")[0])
     if isinstance(data, torch.Tensor):
@@ -89,7 +89,7 @@ def as_dataset(data, model: nn.Module) -> torch.utils.data.Dataset:
         from torchvision import datasets
         from torchvision import transforms as TV
 
-        c, h, w = meta.input_size
+        c, h, w = info.input_size
         steps = [TV.Resize((h, w)), TV.ToTensor()]
         if c == 1:
             steps.insert(0, TV.Grayscale(1))
@@ -158,8 +158,8 @@ def dataset_examples(
     units = [parse_unit(u) if isinstance(u, str) else u for u in units]
     if not units:
         raise ValueError("dataset_examples needs at least one unit")
-    meta = model_info(model)
-    objectives = [ranking_objective(u, rank, meta.labels) for u in units]
+    info = model_info(model)
+    objectives = [ranking_objective(u, rank, info.labels) for u in units]
     data = as_dataset(dataset, model)
     n = len(data)
     if n == 0:
@@ -171,7 +171,7 @@ def dataset_examples(
     for start in range(0, n, batch_size):
         x = _load(data, range(start, min(n, start + batch_size))).to(device)
         with torch.no_grad():
-            acts = hooks.capture(model, meta.normalize(x), layers)
+            acts = hooks.capture(model, info.normalize(x), layers)
             scores.append(torch.stack([o(acts) for o in objectives], 1).float().cpu())
     scores = torch.cat(scores)  # (N, units)
     top = scores.topk(k, dim=0)
@@ -204,8 +204,8 @@ def attribution_maps(
     summed over colour channels."""
     from fvis.attribution import get
 
-    meta = model_info(model)
-    x = meta.normalize(images.to(hooks.model_device(model)))
+    info = model_info(model)
+    x = info.normalize(images.to(hooks.model_device(model)))
     attr = get(method)(model).attribute(x, objective)
     attr = attr.sum(1) if attr.dim() == 4 else attr
     return attr.detach().float().cpu()

@@ -132,15 +132,15 @@ def building_blocks(
 
     check_int("top (channels to show)", top)
     check_int("steps", steps)
-    meta = model_info(model)
+    info = model_info(model)
     img = image if image.dim() == 4 else image.unsqueeze(0)
     device = fvis.hooks.model_device(model)
-    x = meta.normalize(img.to(device))
+    x = info.normalize(img.to(device))
     probs = probabilities(model, x)[0]
-    k = int(probs.argmax()) if target is None else meta.label_index(target)
+    k = int(probs.argmax()) if target is None else info.label_index(target)
     if not 0 <= k < probs.numel():
         raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")
-    label = meta.labels[k] if meta.labels else str(k)
+    label = info.labels[k] if info.labels else str(k)
     layer = layer or default_layer(model, x)
     attr = get_method(method)(model).attribute(x, k)
     attr = attr if attr.dim() == 3 else attr.sum(1)

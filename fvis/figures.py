@@ -202,7 +202,7 @@ def compare(
             f"options for {', '.join(map(repr, unknown))}, which is not among the methods "
             f"compared; valid keys: {', '.join(names)}"
         )
-    meta = model_info(model)
+    info = model_info(model)
     x = inputs.detach()
     resolved = Target(model, x, target)
     tgt = resolved.classes if resolved.classes is not None else resolved.objective
@@ -221,11 +221,11 @@ def compare(
             out = select(model(x), resolved.key)
         if out.dim() == 2:
             probs = out.softmax(1).gather(1, classes.view(-1, 1)).squeeze(1).cpu()
-        labels = [meta.labels[k] if meta.labels else f"class {k}" for k in classes.tolist()]
+        labels = [info.labels[k] if info.labels else f"class {k}" for k in classes.tolist()]
     else:
         classes = torch.full((x.shape[0],), -1)
         labels = [resolved.objective.name] * x.shape[0]
-    shown = meta.denormalize(x) if images is None else images
+    shown = info.denormalize(x) if images is None else images
     return Comparison(
         images=shown.detach().cpu().clamp(0, 1),
         maps=maps,

@@ -127,13 +127,13 @@ def neuron_groups(
     ``steps``: optimizer steps of the group renders."""
     import fvis
 
-    meta = model_info(model)
+    info = model_info(model)
     img = image if image.dim() == 4 else image.unsqueeze(0)
     if img.shape[0] != 1:
         raise ValueError(f"neuron groups explain one image; got a batch of {img.shape[0]}")
-    x = meta.normalize(img.to(fvis.hooks.model_device(model)))
+    x = info.normalize(img.to(fvis.hooks.model_device(model)))
     probs = probabilities(model, x)[0]
-    t = int(probs.argmax()) if target is None else meta.label_index(target)
+    t = int(probs.argmax()) if target is None else info.label_index(target)
     positive_part = layer is None
     layer = layer or default_layer(model, x)
     grad, act, _ = gradients(model, x, t, layer)
@@ -156,7 +156,7 @@ def neuron_groups(
     return NeuronGroups(
         image=img[0].detach().cpu(),
         target=t,
-        label=meta.labels[t] if meta.labels else str(t),
+        label=info.labels[t] if info.labels else str(t),
         layer=layer,
         directions=d.float().cpu(),
         amounts=s.T.reshape(k, h, w).float().cpu(),

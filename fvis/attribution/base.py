@@ -76,17 +76,17 @@ def check_inputs(model: nn.Module, inputs, *, shape: bool = True) -> torch.Tenso
             f"inputs are {inputs.dtype} but the model's weights are {weight.dtype}; use "
             f"inputs.to({weight.dtype})"
         )
-    meta = getattr(model, "fvis_info", None)
-    if shape and meta is not None and inputs.dim() == 4:
-        c, h, w = meta.input_size
+    info = getattr(model, "fvis_info", None)
+    if shape and info is not None and inputs.dim() == 4:
+        c, h, w = info.input_size
         if inputs.shape[1] != c:
             raise ValueError(
-                f"inputs have {inputs.shape[1]} channels; {meta.name or 'the model'} takes "
+                f"inputs have {inputs.shape[1]} channels; {info.name or 'the model'} takes "
                 f"{c} (input size {c}×{h}×{w})"
             )
-        if meta.fixed_size and tuple(inputs.shape[2:]) != (h, w):
+        if info.fixed_size and tuple(inputs.shape[2:]) != (h, w):
             raise ValueError(
-                f"inputs are {inputs.shape[2]}×{inputs.shape[3]}; {meta.name or 'the model'} "
+                f"inputs are {inputs.shape[2]}×{inputs.shape[3]}; {info.name or 'the model'} "
                 f"takes only {h}×{w} (resize them first)"
             )
     finite = torch.isfinite(inputs)

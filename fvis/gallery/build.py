@@ -127,7 +127,7 @@ def layer_units(model: nn.Module, layers, max_channels: int | None = None) -> di
     input), the classes for ``"output"``. Names are checked for the folder first."""
     from fvis.hooks import INPUT, OUTPUT, trace
     from fvis.hooks import layers as all_layers
-    from fvis.models import info
+    from fvis.models import info as model_info
 
     if isinstance(layers, str):
         layers = [s.strip() for s in layers.split(",") if s.strip()]
@@ -137,11 +137,11 @@ def layer_units(model: nn.Module, layers, max_channels: int | None = None) -> di
         raise ValueError("give at least one layer (--layers conv3,fc1 or --layers all)")
     for name in layers:
         layout.slug(name)
-    meta = info(model)
-    tr = trace(model, meta.input_size)
+    info = model_info(model)
+    tr = trace(model, info.input_size)
     out: dict[str, list[Unit]] = {}
     for name in dict.fromkeys(layers):
-        n = tr.layout(name, meta.layouts).features(tr.shape(name))  # features, any layout
+        n = tr.layout(name, info.layouts).features(tr.shape(name))  # features, any layout
         n = min(n, max_channels) if max_channels else n
         if name == OUTPUT:
             out[name] = [Unit("class", OUTPUT, k) for k in range(n)]
@@ -435,7 +435,8 @@ def build(
     from the finished batches. ``force``: render finished batches again.
     """
     from fvis.gallery import site
-    from fvis.models import default_device, info
+    from fvis.models import default_device
+    from fvis.models import info as model_info
 
     recipe = recipe or GalleryRecipe()
     if isinstance(layers, str):
@@ -460,9 +461,9 @@ def build(
         module = load_model(spec.spec, spec.weights, device)
     else:
         spec, module = None, model.to(device)
-    meta = info(module)
-    if dataset is None and recipe.examples and tuple(meta.input_size) != (1, 28, 28):
-        print(f"no dataset for a {'×'.join(map(str, meta.input_size))} model: dataset "
+    info = model_info(module)
+    if dataset is None and recipe.examples and tuple(info.input_size) != (1, 28, 28):
+        print(f"no dataset for a {'×'.join(map(str, info.input_size))} model: dataset "
               "examples skipped (give one: --dataset FOLDER)", file=log)  # fmt: skip
         recipe = recipe.replace(examples=0)
     dataset_name = _dataset_name(dataset)
@@ -472,7 +473,7 @@ def build(
         "spec": spec.spec if spec else f"python:{type(module).__name__}",
         "weights": spec.weights if spec else None,
         "fingerprint": fingerprint(module),
-        "input_size": list(meta.input_size),
+        "input_size": list(info.input_size),
     }
     env = environment(threads, task_device)
     key = gallery_key(recipe, model_record, env)
@@ -486,7 +487,7 @@ def build(
     ]
     if index_only:
         todo = []
-    job = Job(recipe, threads, task_device, spec, None if spec else module, dataset, meta.labels)
+    job = Job(recipe, threads, task_device, spec, None if spec else module, dataset, info.labels)
     print(
         f"gallery {key}: {sum(map(len, units.values()))} units in {len(batches)} batches, "
         f"{len(todo)} to render",

@@ -354,10 +354,10 @@ def layers(model: nn.Module, input_size: Sequence[int] | None = None) -> list[La
 
     ``input_size`` defaults to the model's metadata (see :func:`fvis.models.info`).
     """
-    meta = model_info(model)
+    info = model_info(model)
     if input_size is None:
-        input_size = meta.input_size
-    return trace(model, input_size).addressable(meta.layouts)
+        input_size = info.input_size
+    return trace(model, input_size).addressable(info.layouts)
 
 
 def layout(model: nn.Module, example: torch.Tensor | Sequence[int], name: str) -> Layout:

@@ -59,14 +59,14 @@ def input_image(model: nn.Module, path=None, digit: int = 0) -> torch.Tensor:
     """The input front ends explain: the image file at ``path`` resized to the model's
     input, else held-out MNIST digit ``digit`` (models taking 1×28×28 inputs).
     (1, C, H, W) in [0, 1]."""
-    from fvis.models import info
+    from fvis.models import info as model_info
 
-    meta = info(model)
+    info = model_info(model)
     if path is not None:
         from fvis.image import load_image
 
-        return load_image(path, size=tuple(meta.input_size[1:]), channels=meta.channels)
-    if tuple(meta.input_size) != (1, 28, 28):
+        return load_image(path, size=tuple(info.input_size[1:]), channels=info.channels)
+    if tuple(info.input_size) != (1, 28, 28):
         raise ValueError("give an image (--image) for a model that does not take MNIST digits")
     from fvis.data import mnist
 

@@ -222,10 +222,10 @@ class RenderRecipe(Recipe):
     def objective(self, model: nn.Module):
         """One objective per batch item, with the penalties and diversity subtracted."""
         from fvis import objectives as O
-        from fvis.models import info
+        from fvis.models import info as model_info
 
         units = self.unit_list(model)
-        labels = info(model).labels
+        labels = model_info(model).labels
         objective = O.one_per_item([u.objective(labels) for u in units])
         if self.diversity:
             layer = self.diversity_layer or _diversity_layer(model, units[0].layer)
@@ -289,15 +289,15 @@ def _counts(model) -> dict:
     if model is None:
         return {}
     from fvis.hooks import trace
-    from fvis.models import info
+    from fvis.models import info as model_info
 
-    meta = info(model)
-    tr = trace(model, meta.input_size)
+    info = model_info(model)
+    tr = trace(model, info.input_size)
 
     def count(layer):  # the features of the layer's layout (a ViT's embedding dims)
-        return tr.layout(layer, meta.layouts).features(tr.shape(layer))
+        return tr.layout(layer, info.layouts).features(tr.shape(layer))
 
-    return {"count": count, "labels": meta.labels}
+    return {"count": count, "labels": info.labels}
 
 
 def _diversity_layer(model, layer: str) -> str:
@@ -329,9 +329,9 @@ def parameterization(
     made with ``seeds[i]`` has, whatever else is in the batch; otherwise the batch's
     start comes from ``seed``.
     """
-    from fvis.models import info
+    from fvis.models import info as model_info
 
-    meta = info(model)
+    info = model_info(model)
 
     def make(n: int, s: int) -> nn.Module:
         if prior != "image":
@@ -340,8 +340,8 @@ def parameterization(
             return param_for(prior, model, batch=n, seed=s)
         from fvis.param import for_input
 
-        hw = tuple(meta.input_size[1:]) if size is None else (size, size)
-        return for_input((meta.channels, *hw), n, kind=kind, decay_power=decay_power, seed=s)
+        hw = tuple(info.input_size[1:]) if size is None else (size, size)
+        return for_input((info.channels, *hw), n, kind=kind, decay_power=decay_power, seed=s)
 
     if seeds is None:
         return make(batch, seed)
