@@ -289,9 +289,7 @@ def _grouped(objective: Objective, batch: int, groups: int) -> Objective:
         values = []
         for g in range(groups):
             block = slice(g * batch, (g + 1) * batch)
-            sub = hooks.Activations({k: rows(v, block) for k, v in a.items()})
-            sub.info, sub.grads, sub.output = getattr(a, "info", None), {}, None
-            values.append(objective(sub))
+            values.append(objective(a.map(lambda _, v, block=block: rows(v, block))))
         return torch.cat(values)
 
     return Objective(fn, objective.layers, objective.name)
@@ -322,13 +320,13 @@ def _scattered(objective: Objective, items: torch.Tensor, batch: int) -> Objecti
     def fn(a):
         values = []
         for _, pos, fill, placed in blocks:
-            sub = hooks.Activations()
-            for name, t in a.items():
+
+            def place(_, t, fill=fill, placed=placed):
                 at = t[fill.to(t.device)]
                 mask = placed.to(t.device).view(-1, *([1] * (t.dim() - 1)))
-                sub[name] = torch.where(mask, at, at.detach())
-            sub.info, sub.grads, sub.output = getattr(a, "info", None), {}, None
-            v = objective(sub)
+                return torch.where(mask, at, at.detach())
+
+            v = objective(a.map(place))
             values.append(v[pos.to(v.device)])
         return torch.cat(values)[inverse.to(values[0].device)]
 

@@ -319,10 +319,8 @@ def reference_for(spec, inputs: Tensor, info, gen=None) -> Tensor:
 def _split_acts(acts: Activations, b: int) -> tuple[Activations, Activations]:
     halves = []
     for part in (slice(None, b), slice(b, None)):
-        a = Activations({k: v[part] for k, v in acts.items()})
-        a.info, a.grads = acts.info, {}
-        a.output = acts.output[part] if acts.output is not None else None
-        halves.append(a)
+        out = acts.output[part] if acts.output is not None else None
+        halves.append(acts.map(lambda _, v, part=part: v[part], out))
     return halves[0], halves[1]
 
 

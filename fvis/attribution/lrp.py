@@ -301,9 +301,7 @@ class _LRPPolicy(algebra.Policy):
 
 def seeded(acts: Activations, layers) -> Activations:
     """``acts`` with the given layers wrapped so that backward gives ``A ⊙ ∂t/∂A``."""
-    out = Activations({k: (_Seed.apply(v) if k in layers else v) for k, v in acts.items()})
-    out.info, out.grads, out.output = acts.info, {}, acts.output
-    return out
+    return acts.map(lambda k, v: _Seed.apply(v) if k in layers else v, acts.output)
 
 
 class LRP(Attribution):

@@ -43,6 +43,14 @@ class Activations(dict):
     output: torch.Tensor | None = None
     layouts: Mapping = {}  # noqa: RUF012 - replaced per instance by capture
 
+    def map(self, fn, output: torch.Tensor | None = None) -> Activations:
+        """New activations ``{name: fn(name, activation)}`` of the same model (``info``
+        and ``layouts`` kept), with no gradients yet and ``output`` as the model output."""
+        out = Activations({k: fn(k, v) for k, v in self.items()})
+        out.info, out.layouts = getattr(self, "info", None), self.layouts
+        out.grads, out.output = {}, output
+        return out
+
     def grid(self, name: str) -> torch.Tensor:
         """Activation ``name`` with its features first: ``(B, D, h, w)`` for NCHW, NHWC
         and tokens on a patch grid (class token dropped), ``(B, D)`` for vectors
