@@ -7,7 +7,7 @@ C), non-negative matrix factorization gives
 
     A ≈ S D,   S ≥ 0 (P, k): each group's spatial amount,   D ≥ 0 (k, C): its channel mix
 
-(HALS coordinate descent on ``‖A − SD‖²``). Each group's share of the
+(HALS coordinate descent on ``‖A − SD‖²``, :func:`fvis.nmf.nmf`). Each group's share of the
 decision is gradient × activation restricted to it, ``r_g = Σ_{p,c} G[p, c] S[p, g]
 D[g, c]`` with ``G = ∂f/∂A``, so ``Σ_g r_g = ⟨G, SD⟩`` differs from the layer's
 gradient × activation ``⟨G, A⟩`` by at most ``‖G‖·‖A − SD‖``. Each group is visualized
@@ -33,44 +33,10 @@ from fvis.attribution.layer import default_layer, layer_grid
 from fvis.image import to_pil
 from fvis.io import save_image
 from fvis.models.metadata import info as model_info
+from fvis.nmf import EPS, nmf
 from fvis.outputs import probabilities
 
-__all__ = ["nmf", "NeuronGroups", "neuron_groups"]
-
-_EPS = 1e-12
-
-
-def nmf(
-    a: torch.Tensor, k: int, *, iters: int = 200, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(S, D)`` with ``a ≈ S @ D``, all non-negative: ``a`` (P, C) ≥ 0, ``S`` (P, k),
-    ``D`` (k, C), minimizing ``‖a − SD‖²`` by HALS (Cichocki & Phan 2009): each row of
-    ``D`` in turn ``D_j ← max(ε, D_j + ((SᵀA)_j − (SᵀS)_j D) / (SᵀS)_jj)``, then each
-    column of ``S`` likewise, from a seeded random start scaled to ``a``'s mean. Rows of
-    ``D`` are rescaled to unit norm at the end (``S`` absorbs the scale)."""
-    if (a < 0).any():
-        raise ValueError(
-            "NMF needs non-negative activations; choose a layer after a ReLU (or pass "
-            "a.clamp(min=0) if the negative part does not matter)"
-        )
-    if not 1 <= k <= min(a.shape):
-        raise ValueError(f"k must be between 1 and {min(a.shape)} for a {tuple(a.shape)} matrix")
-    a = a.detach().double()
-    g = torch.Generator().manual_seed(seed)
-    scale = (a.mean() / k).sqrt().clamp_min(_EPS)
-    s = (torch.rand(a.shape[0], k, generator=g, dtype=a.dtype) * scale).to(a.device)
-    d = (torch.rand(k, a.shape[1], generator=g, dtype=a.dtype) * scale).to(a.device)
-    for _ in range(iters):
-        sts, sta = s.T @ s, s.T @ a
-        for j in range(k):
-            d[j] = (d[j] + (sta[j] - sts[j] @ d) / sts[j, j].clamp_min(_EPS)).clamp_min(_EPS)
-        ddt, adt = d @ d.T, a @ d.T
-        for j in range(k):
-            s[:, j] = (s[:, j] + (adt[:, j] - s @ ddt[:, j]) / ddt[j, j].clamp_min(_EPS)).clamp_min(
-                _EPS
-            )
-    norm = d.norm(dim=1, keepdim=True).clamp_min(_EPS)
-    return s * norm.T, d / norm
+__all__ = ["NeuronGroups", "neuron_groups"]
 
 
 @dataclass
@@ -149,7 +115,7 @@ def neuron_groups(
     scores = ((gm @ d.T) * s).sum(0)  # r_g = Σ_p S[p, g] ⟨G[p], D[g]⟩
     order = scores.argsort(descending=True)
     s, d, scores = s[:, order], d[order], scores[order]
-    error = float((a.double() - s @ d).norm() / a.double().norm().clamp_min(_EPS))
+    error = float((a.double() - s @ d).norm() / a.double().norm().clamp_min(EPS))
     units = [O.direction(layer, d[g].float(), cossim_pow=1.0) for g in range(k)]
     vis = fvis.render(model, O.one_per_item(units) - 0.05 * O.total_variation(),
                       batch=k, steps=steps, seed=seed, progress=progress)  # fmt: skip

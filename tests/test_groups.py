@@ -8,7 +8,8 @@ from conftest import assert_clean, snapshot
 
 from fvis import objectives as O
 from fvis.attribution.base import gradients
-from fvis.groups import neuron_groups, nmf
+from fvis.groups import neuron_groups
+from fvis.nmf import nmf
 
 
 def test_nmf_recovers_an_exact_non_negative_factorization():
