@@ -164,6 +164,7 @@ def test_timm_vit_equals_rollout_of_hand_computed_attention():
     m = AttentionRollout(model).attribute(x, target=5)
     assert m.shape == (2, 1, 4, 4) and torch.isfinite(m).all()
     assert torch.allclose(m, ref, atol=1e-5)
+    assert torch.allclose(AttentionRollout(model).attribute(x[1:]), m[1:], atol=1e-6)  # per item
     for blk in model.blocks:  # timm's written-out attention (explicit softmax) gives the same
         blk.attn.fused_attn = False
     assert torch.allclose(AttentionRollout(model).attribute(x), ref, atol=1e-5)

@@ -45,6 +45,7 @@ METHODS: dict[str, Callable[[nn.Module], Attribution]] = {
     "gradcam": GradCAM,
     "gradcam_plus_plus": GradCAMPlusPlus,
     "guided_gradcam": GuidedGradCAM,
+    "attention_rollout": AttentionRollout,
 }
 
 
