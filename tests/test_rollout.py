@@ -1,6 +1,7 @@
 """Attention rollout (fvis.attribution.rollout): exact numbers on a hand-set token model,
 equality with a rollout computed here from attention probabilities recomputed by hand on
-torchvision's and timm's ViTs, and refusals (a CNN, a ViT without a class token)."""
+torchvision's and timm's ViTs (and Hugging Face's own attention output), and refusals
+(a CNN, a ViT without a class token, Swin's windows)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+import transformers
 from conftest import assert_clean, snapshot
 from torch import nn
 
@@ -171,7 +173,24 @@ def test_timm_vit_equals_rollout_of_hand_computed_attention():
     assert_clean(model, before)
 
 
-def test_refuses_a_cnn_and_a_vit_without_class_token(mnist_model):
+def test_hugging_face_vit_equals_rollout_of_its_output_attentions():
+    """Hugging Face's eager attention (an explicit softmax) and its own attention output."""
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+        intermediate_size=32, num_labels=10, attn_implementation="eager",
+    )  # fmt: skip
+    raw = transformers.ViTForImageClassification(config).eval()
+    model = fvis.load_model(raw)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        probs = raw(pixel_values=x, output_attentions=True).attentions
+    ref = _reference(probs, "min", 0.2)[:, 0, 1:].reshape(2, 1, 4, 4).float()
+    m = AttentionRollout(model).attribute(x, head_fusion="min", discard_ratio=0.2)
+    assert torch.allclose(m, ref, atol=1e-5)
+
+
+def test_refuses_a_cnn_a_vit_without_class_token_and_swin(mnist_model):
     with pytest.raises(UnsupportedOperation, match="needs attention layers.*MnistCNN runs none"):
         AttentionRollout(mnist_model).attribute(torch.rand(1, 1, 28, 28))
     torch.manual_seed(0)
@@ -179,5 +198,10 @@ def test_refuses_a_cnn_and_a_vit_without_class_token(mnist_model):
                             class_token=False, global_pool="avg").eval()  # fmt: skip
     with pytest.raises(UnsupportedOperation, match="no class token"):
         AttentionRollout(gap).attribute(torch.rand(1, 3, 32, 32))
+    swin = torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2]
+    ).eval()  # windows of 2×2 tokens, 4 then 1 per image
+    with pytest.raises(UnsupportedOperation, match="same \\(B, N, N\\).*SwinTransformer"):
+        AttentionRollout(swin).attribute(torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="head_fusion"):
         AttentionRollout(_tokens(True)).attribute(torch.rand(1, 1, 16, 16), head_fusion="sum")
