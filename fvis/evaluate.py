@@ -54,7 +54,7 @@ __all__ = [
 DEFAULT_METHODS = (
     "saliency,gradient_x_input,integrated_gradients,smoothgrad,guided_backprop,lrp,gradcam"
 )
-_CAM = ("cam", "gradcam", "gradcam_plus_plus")
+_CAM = ("cam", "gradcam", "gradcam_plus_plus", "attention_rollout")  # maps on a layer grid
 
 # (key, heading, lower is better)
 COLUMNS = [

@@ -13,7 +13,8 @@ in-place ReLU, BatchNorm after concatenation, average pooling). Inputs are rando
 [0, 1], normalized (deep Taylor's zᴮ box). Expected refusals: deep Taylor on MobileNetV2
 (a block's first conv takes the residual sum ``x + conv(x)``, negative in places, outside
 the z⁺ rule's domain); CAM wherever the output is not one linear layer after a global
-average pool; the CAM family on the MLP (no spatial layer).
+average pool; the CAM family on the MLP (no spatial layer); attention rollout on all of
+them (no attention; it is tested on ViTs in ``test_rollout.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ FAST = {"integrated_gradients": {"steps": 8}, "smoothgrad": {"n": 4},
 CAMS = ("cam", "gradcam", "gradcam_plus_plus")  # a map at the layer's resolution
 NO_GAP_LINEAR = (ValueError, "CAM needs a network whose output is W · \\(global average pool")
 NO_SPATIAL = (LayerError, "has no layer with a spatial grid")
+NO_ATTENTION = (UnsupportedOperation, "attention rollout needs attention layers")
 REFUSED = {
     ("mobilenet_v2", "deep_taylor"): (UnsupportedOperation, "z⁺ rule .* non-negative"),
     ("fvis:mnist", "cam"): NO_GAP_LINEAR,
@@ -60,6 +62,7 @@ MODELS = {
     "mobilenet_v2": (3, 64, 64),
     "densenet121": (3, 64, 64),
 }
+REFUSED.update({(spec, "attention_rollout"): NO_ATTENTION for spec in MODELS})
 DEEP_TAYLOR_REFUSED = {"mobilenet_v2"}
 
 

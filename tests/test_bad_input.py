@@ -198,6 +198,9 @@ def test_batching_equals_per_item_calls(name, tiny):
     items, so 1, 2, 4 and 5 do not divide the batch)."""
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))  # valid range
     method, opts = get(name)(tiny), OPTIONS.get(name, {})
+    if name == "attention_rollout":  # a CNN has no attention (batching: test_rollout.py)
+        refused(lambda: method.attribute(x, 1), UnsupportedOperation, "attention", "Sequential")
+        return
     targets = [(torch.tensor([3, 0, 1]), [3, 0, 1])]
     if name != "cam":  # CAM explains class logits only
         targets.append((O.one_per_item(ITEM_UNITS), ITEM_UNITS))

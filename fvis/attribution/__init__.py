@@ -21,6 +21,7 @@ from fvis.attribution.guided import Deconvnet, GuidedBackprop
 from fvis.attribution.integrated import IntegratedGradients
 from fvis.attribution.layer import LayerGradientXActivation, LayerIntegratedGradients, top_channels
 from fvis.attribution.lrp import LRP
+from fvis.attribution.rollout import AttentionRollout
 from fvis.attribution.smooth import SmoothGrad, SmoothGradSquared, VarGrad
 from fvis.attribution.taylor import DeepTaylor, SimpleTaylor
 
@@ -44,6 +45,7 @@ METHODS: dict[str, Callable[[nn.Module], Attribution]] = {
     "gradcam": GradCAM,
     "gradcam_plus_plus": GradCAMPlusPlus,
     "guided_gradcam": GuidedGradCAM,
+    "attention_rollout": AttentionRollout,
 }
 
 
@@ -63,8 +65,8 @@ def get(name: str) -> Callable[[nn.Module], Attribution]:
 
 
 __all__ = [
-    "CAM", "LRP", "METHODS", "Attribution", "Deconvnet", "DeepLift", "DeepTaylor",
-    "GradCAM", "GradCAMPlusPlus", "Gradient", "GradientXInput", "GuidedBackprop",
+    "CAM", "LRP", "METHODS", "AttentionRollout", "Attribution", "Deconvnet", "DeepLift",
+    "DeepTaylor", "GradCAM", "GradCAMPlusPlus", "Gradient", "GradientXInput", "GuidedBackprop",
     "GuidedGradCAM", "IntegratedGradients", "LayerGradientXActivation",
     "LayerIntegratedGradients", "Saliency", "Sensitivity", "SimpleTaylor", "SmoothGrad",
     "SmoothGradSquared", "VarGrad", "baseline", "canonizers", "composites", "get", "rules",

@@ -11,6 +11,8 @@ names (``layer1.0.relu:1``)
 know which dim holds the features (NCHW,     :func:`layout` (:mod:`.layouts`),
 NHWC, ViT tokens) and the spatial grid       ``Activations.grid(name)``
 read activations (stopping early)            :func:`capture` (:mod:`.forward`)
+read the attention probabilities of a        :func:`attention_probabilities`
+forward pass (ViT, nn.MultiheadAttention)    (:mod:`.probabilities`)
 read an activation's gradient                ``capture(..., retain_grads=True)``, or
                                              ``torch.autograd.grad`` on the captured tensor
 change a backward rule for a kind of         a :class:`Policy` run by :func:`run`
@@ -58,6 +60,7 @@ from fvis.hooks.names import (
     parse,
     trace,
 )
+from fvis.hooks.probabilities import attention_probabilities
 from fvis.hooks.state import guard, refuse_script
 
 __all__ = [
@@ -75,6 +78,7 @@ __all__ = [
     "Policy",
     "Trace",
     "UnsupportedOperation",
+    "attention_probabilities",
     "capture",
     "check_no_hooks",
     "guard",
