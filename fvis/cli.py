@@ -252,7 +252,9 @@ def studio_app() -> Path:
 def cmd_studio(args) -> int:
     import subprocess
 
-    cmd = [sys.executable, "-m", "streamlit", "run", str(studio_app())]
+    # fvis works offline: no usage statistics leave the machine
+    cmd = [sys.executable, "-m", "streamlit", "run", str(studio_app()),
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
     if args.port:
         cmd += ["--server.port", str(args.port)]
     if args.headless:

@@ -89,6 +89,7 @@ def test_studio_command_runs_streamlit_on_the_packaged_app(monkeypatch):
     monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert main(["studio", "--port", "8599", "--headless"]) == 0
     assert calls == [[sys.executable, "-m", "streamlit", "run", str(studio_app()),
+                      "--browser.gatherUsageStats", "false",
                       "--server.port", "8599", "--server.headless", "true"]]  # fmt: skip
 
 
