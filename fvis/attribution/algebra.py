@@ -27,6 +27,7 @@ __all__ = [
     "IDENTITY",
     "NEG",
     "POS",
+    "BilinearRule",
     "LinearCall",
     "NormCall",
     "Policy",
@@ -251,6 +252,18 @@ def local_derivative(f: Callable, z: Tensor) -> Tensor:
         t = z.detach().requires_grad_(True)
         (d,) = torch.autograd.grad(f(t).sum(), t)
     return d
+
+
+class BilinearRule(torch.autograd.Function):
+    """The forward of a rule for a bilinear ``y = f(a, b)`` (``a * b``, ``a @ b``): keeps
+    ``a``, ``b``, ``f`` and one setting of the rule (``ctx.setting``); a subclass defines
+    ``backward`` (DeepLIFT's product rule, AttnLRP's uniform rule)."""
+
+    @staticmethod
+    def forward(ctx, a, b, f, setting):
+        ctx.f, ctx.setting = f, setting
+        ctx.save_for_backward(a, b)
+        return f(a, b)
 
 
 def bilinear_vjp(f: Callable, a: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:

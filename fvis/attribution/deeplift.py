@@ -110,21 +110,16 @@ class _Rescale(torch.autograd.Function):
         return torch.cat([gx, torch.zeros_like(g[ctx.b :])]), None, None
 
 
-class _Product(torch.autograd.Function):
+class _Product(algebra.BilinearRule):
     """``y = f(a, b)`` bilinear (``a * b``, ``a @ b``): multipliers ``∂f(a, b̄)/∂a`` and
     ``∂f(ā, b)/∂b`` at the means ``ā = (a + a⁰)/2``, ``b̄ = (b + b⁰)/2``, so that
-    ``Δy = f(Δa, b̄) + f(ā, Δb)`` exactly (the cross term ``f(Δa, Δb)`` split equally)."""
-
-    @staticmethod
-    def forward(ctx, a, b, f, n):
-        ctx.f, ctx.n = f, n
-        ctx.save_for_backward(a, b)
-        return f(a, b)
+    ``Δy = f(Δa, b̄) + f(ā, Δb)`` exactly (the cross term ``f(Δa, Δb)`` split equally).
+    Setting: ``n``, the number of input rows (the references follow)."""
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        n = ctx.n
+        n = ctx.setting
         ga, gb = algebra.bilinear_vjp(ctx.f, (a[:n] + a[n:]) / 2, (b[:n] + b[n:]) / 2, g[:n])
         return padded(ga), padded(gb), None, None
 

@@ -191,21 +191,15 @@ class _SoftmaxRule(torch.autograd.Function):
         return z * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None, None
 
 
-class _UniformProduct(torch.autograd.Function):
+class _UniformProduct(algebra.BilinearRule):
     """AttnLRP's uniform rule for a bilinear ``y = f(a, b)`` (``q kᵀ``, ``A v``): half of
     the relevance to each factor, by the ε-rule of the map linear in it,
-    ``R_a = a ⊙ (∂f(a, b)/∂a)ᵀ (R / 2 stab(y))`` and ``R_b`` likewise."""
-
-    @staticmethod
-    def forward(ctx, a, b, f, eps):
-        ctx.f, ctx.eps = f, eps
-        ctx.save_for_backward(a, b)
-        return f(a, b)
+    ``R_a = a ⊙ (∂f(a, b)/∂a)ᵀ (R / 2 stab(y))`` and ``R_b`` likewise. Setting: ε."""
 
     @staticmethod
     def backward(ctx, relevance):
         a, b = ctx.saved_tensors
-        s = divide(relevance, ctx.f(a, b), ctx.eps) / 2
+        s = divide(relevance, ctx.f(a, b), ctx.setting) / 2
         ga, gb = algebra.bilinear_vjp(ctx.f, a, b, s)
         return a * ga, b * gb, None, None
 
