@@ -121,11 +121,10 @@ def render_recipe(args):
 
 
 def cmd_render(args) -> int:
-    import torch
 
     from fvis.io import atomic_write_text, check_output
     from fvis.models import info as model_info
-    from fvis.outputs import select
+    from fvis.outputs import probabilities
     from fvis.recipes import save_render
     from fvis.transforms import fit
 
@@ -144,15 +143,13 @@ def cmd_render(args) -> int:
     final = result.history[-1]
     probs = None
     if any(u.kind == "class" for u in units):
-        with torch.no_grad():
-            from fvis.hooks import model_device
+        from fvis.hooks import model_device
 
-            x = result.images.to(model_device(model))
-            if info.fixed_size:  # as render fed it: fitted to the model's one size
-                x = fit(x, tuple(info.input_size[1:]))
-            probs = select(model(info.normalize(x))).softmax(1).cpu()
-            if probs.dim() == 4:  # segmentation: the mean probability over the pixels
-                probs = probs.mean((2, 3))
+        x = result.images.to(model_device(model))
+        if info.fixed_size:  # as render fed it: fitted to the model's one size
+            x = fit(x, tuple(info.input_size[1:]))
+        # segmentation: the mean probability over the pixels
+        probs = probabilities(model, info.normalize(x)).cpu()
     for i, u in enumerate(units):
         line = f"  [{i}] {u}: objective {final[i]:.4g}"
         if probs is not None and u.kind == "class":
