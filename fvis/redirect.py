@@ -33,10 +33,13 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (neg,) = ctx.saved_tensors
-        relu_grad = grad.masked_fill(neg, 0)
-        redirected = grad.masked_fill(neg & (grad > 0), 0)
-        dead = relu_grad.flatten(1).norm(dim=1) == 0 if grad.dim() > 1 else relu_grad.norm() == 0
-        dead = dead.view(-1, *([1] * (grad.dim() - 1))) if grad.dim() > 1 else dead
+        relu_grad = torch.where(neg, 0, grad)  # where keeps the layout (masked_fill does not)
+        per_item = tuple(range(1, grad.dim())) or None
+        dead = torch.linalg.vector_norm(relu_grad, dim=per_item) == 0  # all-zero items
+        if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
+            return relu_grad, None
+        dead = dead.view(-1, *([1] * (grad.dim() - 1))) if per_item else dead
+        redirected = torch.where(neg & (grad > 0), 0, grad)
         return torch.where(dead, redirected, relu_grad), None
 
 

@@ -44,6 +44,8 @@ def loss_step(model, objective, images, x, layers, wrt, redirect: bool = False):
     defined for descending a loss. The model's guard is held for this step only, so other
     fvis calls on a shared model take turns between steps.
     """
+    if x.dim() == 4:  # channels-last: oneDNN's faster convolutions and pooling (same values)
+        x = x.contiguous(memory_format=torch.channels_last)
     with hooks.guard(model):
         with redirected_relu() if redirect else contextlib.nullcontext():
             acts = hooks.capture(model, x, layers) if layers else hooks.Activations()

@@ -99,6 +99,26 @@ def test_redirected_relu_gradient_rule():
     assert torch.equal(g, torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
 
 
+def test_redirected_relu_keeps_the_channels_last_layout_and_the_rule():
+    """Render feeds channels-last input; the rule's gradient must stay in that layout (a
+    contiguous one sends every BatchNorm backward down a slow mixed-layout path) and
+    equal the plain-layout result. Item 0: all gradient blocked (dead → redirected)."""
+    x = torch.tensor([-1.0, 0.0, 2.0, -3.0]).repeat(2, 3, 2, 1).permute(0, 1, 3, 2)
+    x[0] = -x[0].abs() - 1
+    g = torch.linspace(-1, 1, x.numel()).view(x.shape)
+    out = []
+    for t in (x.contiguous(), x.contiguous(memory_format=torch.channels_last)):
+        t = t.clone().requires_grad_(True)
+        with redirected_relu():
+            y = torch.relu(t * 1)
+        (gx,) = torch.autograd.grad(y, t, g)
+        out.append(gx)
+    assert out[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out[0], out[1])
+    assert torch.equal(out[0][1], torch.where(x[1] < 0, 0, g[1]))  # live: ReLU gradient
+    assert torch.equal(out[0][0], torch.where(g[0] > 0, 0, g[0]))  # dead: no push lower
+
+
 def test_render_on_explicit_cpu_device_equals_the_default(mnist_model):
     kw = {"steps": 2, "progress": False}
     r = fvis.render(mnist_model, O.class_logit(1), device="cpu", **kw)
