@@ -290,25 +290,10 @@ def maximize(
     device = torch.device(device) if device is not None else hooks.model_device(model)
     model.to(device)
     gen = as_generator(generator, device=device)
-    gi = generator_info(gen)
-    info = model_info(model)
-    size = info.input_size
-    transform = T.resolve(transforms)
-    layers = [n for n in objective.layers if n != IMAGE]
-    lr0, lr1 = (lr, lr) if isinstance(lr, int | float) else lr
-    rng = torch.Generator().manual_seed(seed)
-    _, std = gi.stats(torch.zeros((), device=device))
-
-    def inputs(z, transformed=True):
-        images = adapt(gen(z), gi, size)
-        return images, info.normalize(transform(images, rng) if transformed else images)
-
-    def evaluate(z):
-        images, x = inputs(z, transformed=False)
-        acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
-        acts[IMAGE] = images
-        return objective(acts), images
-
+    search = _CodeSearch(
+        model, objective, gen, T.resolve(transforms), torch.Generator().manual_seed(seed), device,
+        steps, lr, decay, clip, normalize_step, prior, noise, redirected_relu_steps,
+    )  # fmt: skip
     runs = []
     with (
         hooks.guard(model),
@@ -316,39 +301,100 @@ def maximize(
         Progress(steps * restarts, f"codespace {objective.name}"[:60], progress) as bar,
     ):
         for r in range(restarts):
-            z = _init_codes(gi, batch, init, init_scale, rng, device, clip)
-            history = []
-            for t in range(steps):
-                z.requires_grad_(True)
-                images, x = inputs(z)
-                redirect = t < redirected_relu_steps
-                values, (g,) = loss_step(model, objective, images, x, layers, [z], redirect)
-                history.append(values.detach())
-                with torch.no_grad():
-                    if normalize_step:
-                        g = g / g.abs().flatten(1).mean(1).clamp_min(1e-12).view(
-                            -1, *[1] * len(gi.code_shape)
-                        )
-                    lr_t = lr0 + (lr1 - lr0) * t / max(steps - 1, 1)
-                    step = -lr_t * g  # descend the loss L = −objective
-                    if prior:
-                        step = step + prior * _prior_step(gen, gi, z)
-                    if noise:
-                        eps = torch.randn(z.shape, generator=rng).to(device)
-                        step = step + noise * std * eps
-                    z = z.detach() + step
-                    if decay:
-                        mean, _ = gi.stats(z)
-                        z = mean + (1.0 - decay) * (z - mean)
-                    if clip:
-                        z = gi.clip(z)
-                if bar.enabled:
-                    bar.update(r * steps + t + 1, f"objective {values.detach().mean().item():.4g}")
+            z = _init_codes(search.gi, batch, init, init_scale, search.rng, device, clip)
+            z, history = search.climb(z, bar, done=r * steps)
             with torch.no_grad():
-                values, images = evaluate(z)
+                values, images = search.evaluate(z)
             trace = torch.stack(history) if history else values.new_zeros(0, batch)
             runs.append((values, z, images, trace))
-    # per item, the restart with the highest final value (the first one on ties)
+    return _best_restarts(runs, batch, objective.name)
+
+
+@dataclass
+class _CodeSearch:
+    """One :func:`maximize` call's search, set up: how codes become the model's input,
+    the DGN-AM update and the loop of steps (the settings are :func:`maximize`'s)."""
+
+    model: nn.Module
+    objective: Objective
+    gen: nn.Module
+    transform: object
+    rng: torch.Generator
+    device: torch.device
+    steps: int
+    lr: float | tuple[float, float]
+    decay: float
+    clip: bool
+    normalize_step: bool
+    prior: float
+    noise: float
+    redirected_relu_steps: int
+
+    def __post_init__(self):
+        self.gi = generator_info(self.gen)
+        self.info = model_info(self.model)
+        self.layers = [n for n in self.objective.layers if n != IMAGE]
+        lr = self.lr
+        self.lr0, self.lr1 = (lr, lr) if isinstance(lr, int | float) else lr
+        _, self.std = self.gi.stats(torch.zeros((), device=self.device))
+
+    def inputs(self, z: torch.Tensor, transformed: bool = True):
+        """``(images, x)``: ``adapt(G(z))`` (B, C, H, W) in [0, 1] at the model's input
+        size, and the model's input made from them (transformed, normalized)."""
+        images = adapt(self.gen(z), self.gi, self.info.input_size)
+        x = self.transform(images, self.rng) if transformed else images
+        return images, self.info.normalize(x)
+
+    def evaluate(self, z: torch.Tensor):
+        """``(values, images)``: the objective (B,) of codes ``z``, untransformed."""
+        images, x = self.inputs(z, transformed=False)
+        acts = hooks.capture(self.model, x, self.layers) if self.layers else hooks.Activations()
+        acts[IMAGE] = images
+        return self.objective(acts), images
+
+    def climb(self, z: torch.Tensor, bar: Progress, done: int):
+        """``steps`` updates from codes ``z``: ``(z, history)``, the final codes and the
+        objective (B,) before each step; ``done`` steps of other restarts came before."""
+        history = []
+        for t in range(self.steps):
+            z.requires_grad_(True)
+            images, x = self.inputs(z)
+            redirect = t < self.redirected_relu_steps
+            values, (g,) = loss_step(self.model, self.objective, images, x, self.layers, [z],
+                                     redirect)  # fmt: skip
+            history.append(values.detach())
+            z = self.update(z, g, t)
+            if bar.enabled:
+                bar.update(done + t + 1, f"objective {values.detach().mean().item():.4g}")
+        return z, history
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, g: torch.Tensor, t: int) -> torch.Tensor:
+        """Step ``t``'s DGN-AM update of codes ``z`` (B, *code_shape) given the loss
+        gradient ``g = ∇_z L`` (terms and settings as in :func:`maximize`):
+        ``z ← clip(mean + (1 − decay)·(z − lr_t·ĝ + prior·(R(z) − z) + noise·std·ε − mean))``."""
+        gi = self.gi
+        if self.normalize_step:
+            g = g / g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * len(gi.code_shape))
+        lr_t = self.lr0 + (self.lr1 - self.lr0) * t / max(self.steps - 1, 1)
+        step = -lr_t * g  # descend the loss L = −objective
+        if self.prior:
+            step = step + self.prior * _prior_step(self.gen, gi, z)
+        if self.noise:
+            eps = torch.randn(z.shape, generator=self.rng).to(self.device)
+            step = step + self.noise * self.std * eps
+        z = z.detach() + step
+        if self.decay:
+            mean, _ = gi.stats(z)
+            z = mean + (1.0 - self.decay) * (z - mean)
+        if self.clip:
+            z = gi.clip(z)
+        return z
+
+
+def _best_restarts(runs, batch: int, name: str) -> CodeSpaceResult:
+    """Per item, the restart with the highest final value (the first one on ties);
+    ``runs``: per restart ``(values (B,), codes, images, history (steps, B))``."""
     values, codes, images, history = (torch.stack(t).cpu() for t in zip(*runs))
     best = values.argmax(0)
     items = torch.arange(batch)
@@ -358,5 +404,5 @@ def maximize(
         values=values[best, items],
         history=history.transpose(1, 2)[best, items].T,
         restart=best,
-        objective=objective.name,
+        objective=name,
     )

@@ -217,6 +217,26 @@ def evaluate(
         raise ValueError("give at least one attribution method")
     info = model_info(model)
     x = info.normalize(images.detach())
+    f0, target = _explained(model, x, labels)
+    curves, cont, rand, scores = {}, {}, {}, {}
+    for name in names:
+        curves[name], fractions, cont[name], stages, rand[name], scores[name] = _measure(
+            model, name, options, x, target, f0, patch=patch, steps=steps, max_shift=max_shift,
+            samples=samples, seed=seed, imputation=imputation, noise=noise,
+        )  # fmt: skip
+    ranks = _mean_ranks(names, scores)
+    removal = "black fill" if imputation == "fill" else f"ROAD imputation, noise={noise}"
+    settings = dict(model=info.name or type(model).__name__, images=x.shape[0], patch=patch,
+                    steps=steps, removal=removal, max_shift=max_shift, samples=samples,
+                    infidelity="normalized, sigma=0.1 of the valid range",
+                    max_sensitivity="radius 0.02, unit-L1 maps", seed=seed,
+                    threads=torch.get_num_threads())  # fmt: skip
+    return Report(settings, names, fractions, curves, cont, stages, rand, scores, ranks)
+
+
+def _explained(model, x: torch.Tensor, labels):
+    """``(f0, target)``: the explained logits ``f(x)`` (B,) of ``labels`` (``None``: the
+    predicted classes) and those classes (B,); refused unless every ``f(x) > 0``."""
     with hooks.guard(model), torch.no_grad():  # eval mode, restored after
         out = model(x)
     f0 = (
@@ -228,52 +248,55 @@ def evaluate(
     if (f0 <= 0).any():
         raise ValueError("pixel-flipping curves are shown relative to f(x): the explained "
                          "logits must be positive; pick inputs the model classifies")  # fmt: skip
-    curves, cont, rand, scores, stages = {}, {}, {}, {}, []
-    for name in names:
-        make = get_method(name)
-        opts = dict((options or {}).get(name, {"upsample": True} if name in _CAM else {}))
-        method = make(model)
-        maps = method.attribute(x, target, **opts).detach()
-        curves[name], sc = {}, {}
-        for order in ORDERS:
-            fc = pixel_flipping(model, x, maps, target, patch=patch, steps=steps, order=order,
-                                imputation=imputation, noise=noise, generator=seed)  # fmt: skip
-            rel = fc.scores / f0[:, None]
-            curves[name][order] = rel.mean(0).tolist()
-            sc[order] = float(torch.trapezoid(rel, fc.fractions, dim=1).mean())
-        fractions = fc.fractions.tolist()
-        unit = _Unit(method, opts)
-        cont[name] = {
-            s: float(continuity(unit, x, target, max_shift=s).mean())
-            for s in range(1, max_shift + 1)
-        }
-        res = model_randomization(model, lambda mod, mk=make, o=opts: _Unit(mk(mod), o), x, target,
-                                  seed=seed)  # fmt: skip
-        stages = res.stages
-        rand[name] = res.correlation.mean(0).tolist()
-        scores[name] = {
-            "morf_auc": sc["morf"],
-            "gap": sc["lerf"] - sc["morf"],
-            "continuity": cont[name][max_shift],
-            "randomization": rand[name][-1],
-            "infidelity": float(infidelity(model, x, maps if maps.shape == x.shape
-                                           else maps.expand_as(x), target, n=samples,
-                                           normalize=True, generator=seed).mean()),
-            "max_sensitivity": float(max_sensitivity(unit, x, target, n=samples,
-                                                     generator=seed).mean()),
-        }  # fmt: skip
+    return f0, target
+
+
+def _measure(model, name, options, x, target, f0, *, patch, steps, max_shift, samples, seed,
+             imputation, noise):  # fmt: skip
+    """One method's measures (settings as in :func:`evaluate`): ``(curves, fractions,
+    continuity, stages, randomization, scores)`` — the mean pixel-flipping curve per order
+    (K+1,) of ``f(x_k) / f(x)`` at ``fractions``, ``{max shift: mean C}``, the mean ρ per
+    randomisation stage, and the row of :data:`COLUMNS`."""
+    make = get_method(name)
+    opts = dict((options or {}).get(name, {"upsample": True} if name in _CAM else {}))
+    method = make(model)
+    maps = method.attribute(x, target, **opts).detach()
+    curves, area = {}, {}
+    for order in ORDERS:
+        fc = pixel_flipping(model, x, maps, target, patch=patch, steps=steps, order=order,
+                            imputation=imputation, noise=noise, generator=seed)  # fmt: skip
+        rel = fc.scores / f0[:, None]
+        curves[order] = rel.mean(0).tolist()
+        area[order] = float(torch.trapezoid(rel, fc.fractions, dim=1).mean())
+    unit = _Unit(method, opts)
+    cont = {
+        s: float(continuity(unit, x, target, max_shift=s).mean()) for s in range(1, max_shift + 1)
+    }
+    res = model_randomization(model, lambda mod, mk=make, o=opts: _Unit(mk(mod), o), x, target,
+                              seed=seed)  # fmt: skip
+    rand = res.correlation.mean(0).tolist()
+    scores = {
+        "morf_auc": area["morf"],
+        "gap": area["lerf"] - area["morf"],
+        "continuity": cont[max_shift],
+        "randomization": rand[-1],
+        "infidelity": float(infidelity(model, x, maps if maps.shape == x.shape
+                                       else maps.expand_as(x), target, n=samples,
+                                       normalize=True, generator=seed).mean()),
+        "max_sensitivity": float(max_sensitivity(unit, x, target, n=samples,
+                                                 generator=seed).mean()),
+    }  # fmt: skip
+    return curves, fc.fractions.tolist(), cont, res.stages, rand, scores
+
+
+def _mean_ranks(names: list[str], scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each method's mean rank over :data:`COLUMNS` (1 = best; ties keep the given order)."""
     ranks = {m: 0.0 for m in names}
     for key, _, lower in COLUMNS:
         order = sorted(names, key=lambda m: scores[m][key] if lower else -scores[m][key])
         for i, m in enumerate(order, 1):
             ranks[m] += i / len(COLUMNS)
-    removal = "black fill" if imputation == "fill" else f"ROAD imputation, noise={noise}"
-    settings = dict(model=info.name or type(model).__name__, images=x.shape[0], patch=patch,
-                    steps=steps, removal=removal, max_shift=max_shift, samples=samples,
-                    infidelity="normalized, sigma=0.1 of the valid range",
-                    max_sensitivity="radius 0.02, unit-L1 maps", seed=seed,
-                    threads=torch.get_num_threads())  # fmt: skip
-    return Report(settings, names, fractions, curves, cont, stages, rand, scores, ranks)
+    return ranks
 
 
 def evaluate_visualizations(

@@ -134,31 +134,15 @@ def building_blocks(
     check_int("steps", steps)
     info = model_info(model)
     img = image if image.dim() == 4 else image.unsqueeze(0)
-    device = fvis.hooks.model_device(model)
-    x = info.normalize(img.to(device))
-    probs = probabilities(model, x)[0]
-    k = int(probs.argmax()) if target is None else info.label_index(target)
-    if not 0 <= k < probs.numel():
-        raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")
+    x = info.normalize(img.to(fvis.hooks.model_device(model)))
+    probs, k = _explained_class(model, info, x, target)
     label = info.labels[k] if info.labels else str(k)
     layer = layer or default_layer(model, x)
-    attr = get_method(method)(model).attribute(x, k)
-    attr = attr if attr.dim() == 3 else attr.sum(1)
-    if attr.shape[-2:] != x.shape[-2:]:
-        attr = upsample(attr, x.shape[-2:])
-    ranked = top_channels(model, x, k, layer, top)
-    channels = ranked.indices[0].tolist()
-    maps = LayerGradientXActivation(model).attribute(x, k, layer=layer)[0, channels]
-    maps = upsample(maps, x.shape[-2:]) if maps.dim() == 3 else maps
+    attr = _input_attribution(model, method, x, k)
+    ranked, channels, maps = _channel_attribution(model, x, k, layer, top)
     units = [O.channel(layer, c) for c in channels]
-    vis = fvis.render(
-        model,
-        O.one_per_item(units) - tv * O.total_variation(),
-        batch=len(units),
-        steps=steps,
-        seed=seed,
-        progress=progress,
-    )
+    vis = fvis.render(model, O.one_per_item(units) - tv * O.total_variation(), batch=len(units),
+                      steps=steps, seed=seed, progress=progress)  # fmt: skip
     return BuildingBlocks(
         image=img[0].detach().cpu(),
         target=k,
@@ -172,3 +156,31 @@ def building_blocks(
         channel_maps=maps.detach().cpu(),
         visualizations=vis.images,
     )
+
+
+def _explained_class(model, info, x: torch.Tensor, target) -> tuple[torch.Tensor, int]:
+    """``(probs, k)``: the model's class probabilities for the one input ``x`` (K,) and
+    the class to explain, ``target`` (index or label) or else the predicted one."""
+    probs = probabilities(model, x)[0]
+    k = int(probs.argmax()) if target is None else info.label_index(target)
+    if not 0 <= k < probs.numel():
+        raise IndexError(f"target class {k} is out of range (valid: 0..{probs.numel() - 1})")
+    return probs, k
+
+
+def _input_attribution(model, method: str, x: torch.Tensor, k: int) -> torch.Tensor:
+    """``method``'s attribution of class ``k`` at the input, channels summed and at the
+    input's size: (B, H, W)."""
+    attr = get_method(method)(model).attribute(x, k)
+    attr = attr if attr.dim() == 3 else attr.sum(1)
+    return upsample(attr, x.shape[-2:]) if attr.shape[-2:] != x.shape[-2:] else attr
+
+
+def _channel_attribution(model, x: torch.Tensor, k: int, layer: str, top: int):
+    """``(ranked, channels, maps)``: the ``top`` channels of ``layer`` by
+    ``Σ_{y,x} A ⊙ ∂f_k/∂A`` (:func:`top_channels`), their indices, and their gradient ×
+    activation maps at the input's size (top, H, W)."""
+    ranked = top_channels(model, x, k, layer, top)
+    channels = ranked.indices[0].tolist()
+    maps = LayerGradientXActivation(model).attribute(x, k, layer=layer)[0, channels]
+    return ranked, channels, upsample(maps, x.shape[-2:]) if maps.dim() == 3 else maps

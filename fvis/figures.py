@@ -186,11 +186,36 @@ def compare(
     same class for every method). ``images``: what to draw under the heatmaps (default:
     ``model.fvis_info.denormalize(inputs)``). ``options[name]``: keyword arguments for
     that method (e.g. ``{"integrated_gradients": {"steps": 64}}``)."""
-    from fvis import hooks
     from fvis.attribution import get
     from fvis.attribution.base import Target
-    from fvis.outputs import select
 
+    _check_compare(methods, scale, options)
+    info = model_info(model)
+    x = inputs.detach()
+    resolved = Target(model, x, target)
+    tgt = resolved.classes if resolved.classes is not None else resolved.objective
+    if resolved.classes is not None and resolved.key is not None:
+        tgt = (resolved.key, resolved.classes)
+    maps: dict[str, torch.Tensor] = {}
+    for entry in methods:
+        name, method = (entry, get(entry)(model)) if isinstance(entry, str) else entry
+        kwargs = {**at_input_size(method), **(options or {}).get(name, {})}
+        maps[name] = heatmap.reduce_channels(method.attribute(x, tgt, **kwargs)).cpu()
+    classes, labels, probs = _captions(model, x, resolved, info)
+    shown = info.denormalize(x) if images is None else images
+    return Comparison(
+        images=shown.detach().cpu().clamp(0, 1),
+        maps=maps,
+        targets=classes.cpu(),
+        labels=labels,
+        scale=scale,
+        probabilities=probs,
+    )
+
+
+def _check_compare(methods, scale: str, options) -> None:
+    """Refuse an unknown ``scale``, no methods, or ``options`` for a method that is not
+    compared."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
     if not methods:
@@ -202,35 +227,21 @@ def compare(
             f"options for {', '.join(map(repr, unknown))}, which is not among the methods "
             f"compared; valid keys: {', '.join(names)}"
         )
-    info = model_info(model)
-    x = inputs.detach()
-    resolved = Target(model, x, target)
-    tgt = resolved.classes if resolved.classes is not None else resolved.objective
-    if resolved.classes is not None and resolved.key is not None:
-        tgt = (resolved.key, resolved.classes)
-    maps: dict[str, torch.Tensor] = {}
-    for entry in methods:
-        name, method = (entry, get(entry)(model)) if isinstance(entry, str) else entry
-        kwargs = {**at_input_size(method), **(options or {}).get(name, {})}
-        attr = method.attribute(x, tgt, **kwargs)
-        maps[name] = heatmap.reduce_channels(attr).cpu()
-    probs = None
-    if resolved.classes is not None:
-        classes = resolved.classes
-        with hooks.guard(model), torch.no_grad():  # eval mode, restored after
-            out = select(model(x), resolved.key)
-        if out.dim() == 2:
-            probs = out.softmax(1).gather(1, classes.view(-1, 1)).squeeze(1).cpu()
-        labels = [info.labels[k] if info.labels else f"class {k}" for k in classes.tolist()]
-    else:
-        classes = torch.full((x.shape[0],), -1)
-        labels = [resolved.objective.name] * x.shape[0]
-    shown = info.denormalize(x) if images is None else images
-    return Comparison(
-        images=shown.detach().cpu().clamp(0, 1),
-        maps=maps,
-        targets=classes.cpu(),
-        labels=labels,
-        scale=scale,
-        probabilities=probs,
-    )
+
+
+def _captions(model, x: torch.Tensor, resolved, info):
+    """``(classes, labels, probabilities)`` for the rows: the explained classes (B,) with
+    their names and softmax probabilities (``None`` unless the output is (B, K)); for an
+    objective target, ``-1`` and the objective's name."""
+    from fvis import hooks
+    from fvis.outputs import select
+
+    if resolved.classes is None:
+        return torch.full((x.shape[0],), -1), [resolved.objective.name] * x.shape[0], None
+    classes, probs = resolved.classes, None
+    with hooks.guard(model), torch.no_grad():  # eval mode, restored after
+        out = select(model(x), resolved.key)
+    if out.dim() == 2:
+        probs = out.softmax(1).gather(1, classes.view(-1, 1)).squeeze(1).cpu()
+    labels = [info.labels[k] if info.labels else f"class {k}" for k in classes.tolist()]
+    return classes, labels, probs

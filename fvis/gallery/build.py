@@ -198,62 +198,91 @@ def render_batch(
     from fvis.examples import dataset_examples
 
     recipe = job.recipe
-    base = recipe.render.replace(units=(), seeds=(), repeat=1, diversity=0.0, diversity_layer=None)
-    specs = [str(u) for u in units]
     start = time.perf_counter()
-    files: dict[str, bytes] = {}
-    recipes: dict[str, dict] = {}
-    per_unit: list[dict] = [{"objective": {}, "renders": {}, "images": {}} for _ in units]
+    out = _BatchOutput(layer, units)
+    for name, r, groups in _renders(recipe, model, layer, units):
+        out.add_render(name, r, r.run(model, callback=callback), groups)
+    if recipe.examples:
+        out.add_examples(
+            dataset_examples(
+                model, job.dataset, units, k=recipe.examples, rank=recipe.rank,
+                method=recipe.heatmap,
+            )
+        )  # fmt: skip
+    seconds = (time.perf_counter() - start) / len(units)
+    return out.files, out.record(number, recipe.render.seed, job.labels, seconds)
 
-    def run(name: str, r: RenderRecipe, groups: int):
-        """Render ``r`` (``groups`` consecutive items per unit) and file the results."""
-        result = r.run(model, callback=callback)
-        h = r.hash()
-        recipes[h] = r.to_dict()
-        final = result.history[-1].tolist()
-        for i in range(len(units)):
-            items = list(range(i * groups, (i + 1) * groups))
-            rec = per_unit[i]
-            rec["renders"][name] = {"recipe": h, "items": items}
-            rec["objective"][name] = final[items[0]] if groups == 1 else [final[j] for j in items]
-            if name == "positive":  # the objective per step, as the unit page plots it
-                rec["curve"] = [float(f"{v:.5g}") for v in result.history[:, i].tolist()]
-            rel = f"{layout.slug(layer)}/{units[i].index:04d}/{layout.IMAGES[name]}"
-            files[rel] = _png(result.images[items[0]] if groups == 1 else result.images[items])
-            rec["images"][name] = rel
 
-    seeds = [_seed(base.seed, s) for s in specs]
-    run("positive", base.replace(units=tuple(specs), seeds=tuple(seeds)), 1)
+def _renders(recipe: GalleryRecipe, model: nn.Module, layer: str, units: list[Unit]):
+    """The batch's renders ``(name, render recipe, items per unit)``: the positives, the
+    negatives (``-unit``), the diversity sets and, for class units with a generator prior,
+    the code-space images; each item from its own seed (:func:`_seed` of the unit spec,
+    ``spec#j`` for diversity item ``j``)."""
+    base = recipe.render.replace(units=(), seeds=(), repeat=1, diversity=0.0, diversity_layer=None)
+    specs = tuple(str(u) for u in units)
+    seeds = tuple(_seed(base.seed, s) for s in specs)
+    out = [("positive", base.replace(units=specs, seeds=seeds), 1)]
     if recipe.negative:
-        neg = [str(-u) for u in units]
+        neg = tuple(str(-u) for u in units)
         neg_seeds = tuple(_seed(base.seed, s) for s in neg)
-        run("negative", base.replace(units=tuple(neg), seeds=neg_seeds), 1)
+        out.append(("negative", base.replace(units=neg, seeds=neg_seeds), 1))
     if recipe.diversity:
         d = recipe.diversity
         div = base.replace(
-            units=tuple(specs),
+            units=specs,
             repeat=d,
             diversity=recipe.diversity_weight,
             diversity_layer=_diversity_layer(model, layer),
             seeds=tuple(_seed(base.seed, f"{s}#{j}") for s in specs for j in range(d)),
         )
-        run("diversity", div, d)
+        out.append(("diversity", div, d))
     if recipe.codespace and units[0].kind == "class":
-        code = base.replace(units=tuple(specs), prior=recipe.codespace, seeds=tuple(seeds))
-        run("codespace", code, 1)
-    if recipe.examples:
+        out.append(("codespace", base.replace(units=specs, prior=recipe.codespace, seeds=seeds), 1))
+    return out
+
+
+@dataclass
+class _BatchOutput:
+    """A batch's files (``{path in the gallery: PNG bytes}``), render recipes (by hash)
+    and per-unit records, filled render by render."""
+
+    layer: str
+    units: list[Unit]
+    files: dict[str, bytes] = field(default_factory=dict, init=False)
+    recipes: dict[str, dict] = field(default_factory=dict, init=False)
+    per_unit: list[dict] = field(init=False)
+
+    def __post_init__(self):
+        self.per_unit = [{"objective": {}, "renders": {}, "images": {}} for _ in self.units]
+
+    def folder(self, i: int) -> str:
+        """Unit ``i``'s folder in the gallery: ``LAYER/NNNN``."""
+        return f"{layout.slug(self.layer)}/{self.units[i].index:04d}"
+
+    def add_render(self, name: str, r: RenderRecipe, result, groups: int) -> None:
+        """File the render ``r``'s ``result``: ``groups`` consecutive items per unit (one
+        image, or a strip of them), their final objective values, and for the positive
+        the objective per step (the curve the unit page plots)."""
+        h = r.hash()
+        self.recipes[h] = r.to_dict()
+        final = result.history[-1].tolist()
+        for i, rec in enumerate(self.per_unit):
+            items = list(range(i * groups, (i + 1) * groups))
+            rec["renders"][name] = {"recipe": h, "items": items}
+            rec["objective"][name] = final[items[0]] if groups == 1 else [final[j] for j in items]
+            if name == "positive":
+                rec["curve"] = [float(f"{v:.5g}") for v in result.history[:, i].tolist()]
+            rel = f"{self.folder(i)}/{layout.IMAGES[name]}"
+            self.files[rel] = _png(result.images[items[0]] if groups == 1 else result.images[items])
+            rec["images"][name] = rel
+
+    def add_examples(self, examples) -> None:
+        """File each unit's top and bottom dataset examples (indices, values, a strip of
+        the images and one of their heatmaps over them)."""
         from fvis.heatmap import overlay
 
-        examples = dataset_examples(
-            model,
-            job.dataset,
-            units,
-            k=recipe.examples,
-            rank=recipe.rank,
-            method=recipe.heatmap,
-        )
         for i, ex in enumerate(examples):
-            rec = per_unit[i]
+            rec = self.per_unit[i]
             rec["examples"] = {
                 side: [
                     {"index": int(j), "value": float(v)}
@@ -263,31 +292,34 @@ def render_batch(
             }
             for side in ("top", "bottom"):
                 images, maps = getattr(ex, f"{side}_images"), getattr(ex, f"{side}_maps")
-                folder = f"{layout.slug(layer)}/{units[i].index:04d}"
-                files[f"{folder}/{layout.IMAGES[side]}"] = _png(images)
+                folder = self.folder(i)
+                self.files[f"{folder}/{layout.IMAGES[side]}"] = _png(images)
                 heat = overlay(images, maps.unsqueeze(1))
-                files[f"{folder}/{layout.IMAGES[side + '_maps']}"] = _png(heat)
+                self.files[f"{folder}/{layout.IMAGES[side + '_maps']}"] = _png(heat)
                 rec["images"][side] = f"{folder}/{layout.IMAGES[side]}"
                 rec["images"][side + "_maps"] = f"{folder}/{layout.IMAGES[side + '_maps']}"
-    seconds = (time.perf_counter() - start) / len(units)
-    records = []
-    for u, s, rec in zip(units, seeds, per_unit):
-        label = None
-        if u.kind == "class" and job.labels:
-            label = str(job.labels[u.index])
-        records.append(
-            {
-                "unit": str(u),
-                "layer": layer,
-                "index": u.index,
-                "kind": u.kind,
-                "label": label,
-                "seed": s,
-                **rec,
-                "seconds": round(seconds, 4),
-            }
-        )
-    return files, {"layer": layer, "batch": number, "recipes": recipes, "units": records}
+
+    def record(self, number: int, seed: int, labels, seconds: float) -> dict:
+        """The batch's JSON record: its recipes and, per unit, its spec, label (class
+        units, from the model's ``labels``), seed, renders, images and ``seconds``."""
+        records = []
+        for u, rec in zip(self.units, self.per_unit):
+            label = None
+            if u.kind == "class" and labels:
+                label = str(labels[u.index])
+            records.append(
+                {
+                    "unit": str(u),
+                    "layer": self.layer,
+                    "index": u.index,
+                    "kind": u.kind,
+                    "label": label,
+                    "seed": _seed(seed, str(u)),
+                    **rec,
+                    "seconds": round(seconds, 4),
+                }
+            )
+        return {"layer": self.layer, "batch": number, "recipes": self.recipes, "units": records}
 
 
 # ---------------------------------------------------------------- running batches
@@ -387,6 +419,17 @@ def _write(root: Path, files: dict[str, bytes], record: dict) -> None:
     atomic_write_text(json.dumps(record, sort_keys=True, indent=1), path)
 
 
+def _write_all(root: Path, results, total: int, log) -> None:
+    """Write each batch's ``(files, record)`` as it comes (:func:`_write`), saying so."""
+    for n, (files, record) in enumerate(results, 1):
+        _write(root, files, record)
+        print(
+            f"  [{n}/{total}] {record['layer']} batch {record['batch']}: "
+            f"{len(record['units'])} unit(s)",
+            file=log,
+        )
+
+
 @contextlib.contextmanager
 def folder_lock(path: Path):
     """An exclusive lock on ``path`` (a lock file) while the site is written, so two
@@ -435,33 +478,78 @@ def build(
     from the finished batches. ``force``: render finished batches again.
     """
     from fvis.gallery import site
-    from fvis.models import default_device
     from fvis.models import info as model_info
 
-    recipe = recipe or GalleryRecipe()
+    layers = _check_build(layers, shard, threads)  # before anything is loaded or written
+    device, task_device, gpus = _devices(device, ray, workers, gpus)
+    spec, module = _load(model, weights, device)
+    info = model_info(module)
+    recipe = _for_dataset(recipe or GalleryRecipe(), dataset, info, log)
+    model_record = _model_record(spec, module, info)
+    env = environment(threads, task_device)
+    key = gallery_key(recipe, model_record, env)
+    root = Path(out) / key
+    units = layer_units(module, layers, max_channels)
+    batches = plan(units, recipe.batch)
+    todo = [] if index_only else _todo(root, batches, shard, force)
+    job = Job(recipe, threads, task_device, spec, None if spec else module, dataset, info.labels)
+    print(
+        f"gallery {key}: {sum(map(len, units.values()))} units in {len(batches)} batches, "
+        f"{len(todo)} to render",
+        file=log,
+    )
+    _write_all(root, _ray(job, todo, gpus) if ray else _local(job, module, todo), len(todo), log)
+    with folder_lock(Path(out) / LOCK):
+        manifest = assemble(root, units, batches, key, recipe, model_record, env, module)
+        site.write(Path(out), root, manifest)
+    return root
+
+
+def _check_build(layers, shard: tuple[int, int], threads: int) -> list[str]:
+    """The layer names (a comma list is split), checked for the folder, after checking
+    ``shard`` (K/N, 0 ≤ K < N) and ``threads`` (≥ 1)."""
     if isinstance(layers, str):
         layers = [s.strip() for s in layers.split(",") if s.strip()]
     for name in layers:
         if name != "all":
-            layout.slug(name)  # before anything is loaded or written
+            layout.slug(name)
     k_shard, n_shard = shard
     if not 0 <= k_shard < n_shard:
         raise ValueError(f"shard must be K/N with 0 <= K < N, not {k_shard}/{n_shard}")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
+    return layers
+
+
+def _devices(device, ray, workers: int | None, gpus: float | None):
+    """``(device, task_device, gpus)``: where the model is loaded here, where batches
+    run, and the GPUs per Ray task. With ``ray``, the cluster is joined (or started) and
+    tasks run where Ray puts them: on a GPU when they get one; the model stays on the CPU
+    here."""
+    from fvis.models import default_device
+
     device = str(device or default_device())
     task_device = device
-    if ray:  # tasks run where Ray puts them: on a GPU when they get one
+    if ray:
         gpus = _ray_start(None if ray is True else ray, workers, gpus)
         task_device, device = ("cuda" if gpus else "cpu"), "cpu"
-    if isinstance(model, str):
-        spec = ModelSpec(model, str(weights))
-        from fvis.recipes import load_model
+    return device, task_device, gpus
 
-        module = load_model(spec.spec, spec.weights, device)
-    else:
-        spec, module = None, model.to(device)
-    info = model_info(module)
+
+def _load(model: nn.Module | str, weights: str, device: str):
+    """``(spec, module)``: a spec string's :class:`ModelSpec` and its model loaded on
+    ``device``, or ``None`` and the given module moved there."""
+    if not isinstance(model, str):
+        return None, model.to(device)
+    from fvis.recipes import load_model
+
+    spec = ModelSpec(model, str(weights))
+    return spec, load_model(spec.spec, spec.weights, device)
+
+
+def _for_dataset(recipe: GalleryRecipe, dataset, info, log) -> GalleryRecipe:
+    """The recipe with the dataset's name, and without dataset examples when there is
+    no dataset for a model that does not take the bundled digits (said on ``log``)."""
     if dataset is None and recipe.examples and tuple(info.input_size) != (1, 28, 28):
         print(f"no dataset for a {'×'.join(map(str, info.input_size))} model: dataset "
               "examples skipped (give one: --dataset FOLDER)", file=log)  # fmt: skip
@@ -469,45 +557,29 @@ def build(
     dataset_name = _dataset_name(dataset)
     if dataset_name != recipe.dataset:
         recipe = recipe.replace(dataset=dataset_name)
-    model_record = {
+    return recipe
+
+
+def _model_record(spec: ModelSpec | None, module: nn.Module, info) -> dict:
+    """The model as the key and the manifest name it: spec (or Python class), weights,
+    fingerprint of the parameters, input size."""
+    return {
         "spec": spec.spec if spec else f"python:{type(module).__name__}",
         "weights": spec.weights if spec else None,
         "fingerprint": fingerprint(module),
         "input_size": list(info.input_size),
     }
-    env = environment(threads, task_device)
-    key = gallery_key(recipe, model_record, env)
-    root = Path(out) / key
-    units = layer_units(module, layers, max_channels)
-    batches = plan(units, recipe.batch)
-    todo = [
+
+
+def _todo(root: Path, batches, shard: tuple[int, int], force: bool) -> list:
+    """The batches of shard ``k`` of ``n`` (every ``n``-th from the ``k``-th) that have
+    no complete record in ``root`` (all of them with ``force``)."""
+    k_shard, n_shard = shard
+    return [
         b
         for i, b in enumerate(batches)
         if i % n_shard == k_shard and (force or not _record_complete(root, b[0], b[1]))
     ]
-    if index_only:
-        todo = []
-    job = Job(recipe, threads, task_device, spec, None if spec else module, dataset, info.labels)
-    print(
-        f"gallery {key}: {sum(map(len, units.values()))} units in {len(batches)} batches, "
-        f"{len(todo)} to render",
-        file=log,
-    )
-    if ray:
-        results = _ray(job, todo, gpus)
-    else:
-        results = _local(job, module, todo)
-    for n, (files, record) in enumerate(results, 1):
-        _write(root, files, record)
-        print(
-            f"  [{n}/{len(todo)}] {record['layer']} batch {record['batch']}: "
-            f"{len(record['units'])} unit(s)",
-            file=log,
-        )
-    with folder_lock(Path(out) / LOCK):
-        manifest = assemble(root, units, batches, key, recipe, model_record, env, module)
-        site.write(Path(out), root, manifest)
-    return root
 
 
 def _dataset_name(dataset) -> str:
