@@ -44,7 +44,7 @@ def loss_step(model, objective, images, x, layers, wrt, redirect: bool = False):
     defined for descending a loss. The model's guard is held for this step only, so other
     fvis calls on a shared model take turns between steps.
     """
-    if x.dim() == 4:  # channels-last: oneDNN's faster convolutions and pooling (values equal up to rounding)
+    if x.dim() == 4:  # channels-last: oneDNN's faster conv and pooling (equal up to rounding)
         x = x.contiguous(memory_format=torch.channels_last)
     with hooks.guard(model):
         with redirected_relu() if redirect else contextlib.nullcontext():
