@@ -58,6 +58,42 @@ def _load(args):
     return load_model(args.model, args.weights, args.device)
 
 
+def _add_unit_args(p: argparse.ArgumentParser):
+    """The options :func:`_unit_specs` reads, as a group of ``p`` (returned)."""
+    unit = p.add_argument_group("what to visualize (one image per unit, all in one batch)")
+    unit.add_argument(
+        "--unit",
+        metavar="SPEC",
+        help="unit spec(s), space-separated: conv3[5], conv3[0-7], conv3[5]@(x,y) (neuron), "
+        "class[3], class[*], -conv3[5] (minimized; write --unit=-conv3[5]), conv3{3:1,7:-0.5} "
+        "(direction), "
+        "deepdream(conv3); layer1.0.relu:1[5] is channel 5 of a module's second call",
+    )
+    unit.add_argument(
+        "--class",
+        dest="class_",
+        metavar="K",
+        help="class logit(s): an index, a label name, a comma list, or 'all'",
+    )
+    unit.add_argument("--layer", help="layer name (see fvis layers); with --channel")
+    unit.add_argument(
+        "--channel", metavar="K", help="channel(s) of --layer: 5, 0,3,9 or 0-7 (one image each)"
+    )
+    unit.add_argument(
+        "--neuron",
+        action="store_true",
+        help="maximize one position of the channel (centre unless --x/--y) "
+        "instead of its spatial mean",
+    )
+    for axis, side in (("x", "column"), ("y", "row")):
+        unit.add_argument(f"--{axis}", type=int, help=f"neuron {side} (with --neuron)")
+    unit.add_argument(
+        "--deepdream", action="store_true", help="maximize the whole --layer (mean of squares)"
+    )
+    unit.add_argument("--negative", action="store_true", help="minimize instead of maximize")
+    return unit
+
+
 def _unit_specs(args) -> list[str]:
     """The unit specs (:mod:`fvis.recipes.units`) the unit options name."""
     given = [args.unit is not None, args.class_ is not None, args.layer is not None]
@@ -280,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _render_parser(sub) -> None:
-    from fvis.param import KINDS
     from fvis.recipes import RenderRecipe
+    from fvis.recipes.options import RENDER, add_options
 
     D = RenderRecipe()
     r = sub.add_parser(
@@ -291,110 +327,18 @@ def _render_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_model_args(r)
-    unit = r.add_argument_group("what to visualize (one image per unit, all in one batch)")
-    unit.add_argument(
-        "--unit",
-        metavar="SPEC",
-        help="unit spec(s), space-separated: conv3[5], conv3[0-7], conv3[5]@(x,y) (neuron), "
-        "class[3], class[*], -conv3[5] (minimized; write --unit=-conv3[5]), conv3{3:1,7:-0.5} "
-        "(direction), "
-        "deepdream(conv3); layer1.0.relu:1[5] is channel 5 of a module's second call",
-    )
-    unit.add_argument(
-        "--class",
-        dest="class_",
-        metavar="K",
-        help="class logit(s): an index, a label name, a comma list, or 'all'",
-    )
-    unit.add_argument("--layer", help="layer name (see fvis layers); with --channel")
-    unit.add_argument(
-        "--channel", metavar="K", help="channel(s) of --layer: 5, 0,3,9 or 0-7 (one image each)"
-    )
-    unit.add_argument(
-        "--neuron",
-        action="store_true",
-        help="maximize one position of the channel (centre unless --x/--y) "
-        "instead of its spatial mean",
-    )
-    unit.add_argument("--x", type=int, default=None, help="neuron column (with --neuron)")
-    unit.add_argument("--y", type=int, default=None, help="neuron row (with --neuron)")
-    unit.add_argument(
-        "--deepdream", action="store_true", help="maximize the whole --layer (mean of squares)"
-    )
-    unit.add_argument("--negative", action="store_true", help="minimize instead of maximize")
-    unit.add_argument(
-        "--batch",
-        type=int,
-        default=D.repeat,
-        help="render one unit this many times (use with --diversity)",
-    )
-    unit.add_argument(
-        "--diversity",
-        type=float,
-        default=D.diversity,
-        help="weight of the batch diversity term on --layer (default 0)",
-    )
+    unit = _add_unit_args(r)
+    add_options(unit, D, RENDER, ("repeat", "diversity"))
     opt = r.add_argument_group("optimization")
     opt.add_argument(
         "--recipe",
         metavar="JSON",
         help="render this saved recipe (the unit and optimization options are then ignored)",
     )
-    opt.add_argument(
-        "--steps", type=int, default=D.steps, help="optimizer steps (default %(default)s)"
-    )
-    opt.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="Adam learning rate (default: the parameterization's, 0.05 for fft/pixel, "
-        "0.1 for maco, 0.001 for cppn)",
-    )
-    opt.add_argument("--seed", type=int, default=D.seed, help="random seed (default %(default)s)")
-    opt.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="image size in pixels (default: the model's input size)",
-    )
-    opt.add_argument(
-        "--param",
-        choices=KINDS,
-        default=D.param,
-        help="image parameterization (default fft: 1/f spectrum, decorrelated colour; maco: "
-        "natural-image magnitude, learned phase; cppn: a coordinate network; pixel)",
-    )
-    opt.add_argument(
-        "--decay-power",
-        type=float,
-        default=D.decay_power,
-        help="Fourier spectrum decay 1/f^p (default %(default)s)",
-    )
-    opt.add_argument(
-        "--prior",
-        default=D.prior,
-        help="'image' (default) or generator:NAME to search a generator's code "
-        "space (e.g. generator:mnist)",
-    )
-    opt.add_argument(
-        "--transforms",
-        choices=("standard", "none"),
-        default=D.transforms,
-        help="random transforms each step (default: Lucid's standard recipe)",
-    )
-    opt.add_argument(
-        "--redirected-relu",
-        type=int,
-        default=D.redirected_relu,
-        metavar="STEPS",
-        help="use the redirected ReLU gradient for the first STEPS steps (default "
-        "%(default)s; 0 disables)",
-    )
+    settings = ("steps", "lr", "seed", "size", "param", "decay_power", "prior", "transforms")
+    add_options(opt, D, RENDER, (*settings, "redirected_relu"))
     pen = r.add_argument_group("penalties (weights; 0 disables)")
-    pen.add_argument("--tv", type=float, default=D.tv, help="total variation")
-    pen.add_argument("--l1", type=float, default=D.l1, help="L1 distance from grey")
-    pen.add_argument("--frequency", type=float, default=D.frequency, help="high-frequency energy")
-    pen.add_argument("--blur", type=float, default=D.blur, help="pull towards a blurred copy")
+    add_options(pen, D, RENDER, ("tv", "l1", "frequency", "blur"))
     outg = r.add_argument_group("output")
     outg.add_argument(
         "-o",
@@ -434,6 +378,7 @@ def _layers_parser(sub) -> None:
 
 def _explain_parser(sub) -> None:
     from fvis.recipes import ExplainRecipe
+    from fvis.recipes.options import EXPLAIN, add_options
 
     E = ExplainRecipe()
     ex = sub.add_parser(
@@ -448,32 +393,10 @@ def _explain_parser(sub) -> None:
         default=0,
         help="index of the held-out MNIST digit when no --image (default 0)",
     )
-    ex.add_argument("--method", default=E.method, help="attribution method (default %(default)s)")
+    add_options(ex, E, EXPLAIN, ("method",))
     ex.add_argument("--layer", default=None, help="hidden layer for the building blocks")
     ex.add_argument("--target", default=None, help="class to explain (default: predicted)")
-    ex.add_argument(
-        "--top", type=int, default=E.top, help="number of channels shown (default %(default)s)"
-    )
-    ex.add_argument(
-        "--groups",
-        type=int,
-        default=E.groups,
-        help="show K neuron groups (NMF of the layer's activations) instead of single "
-        "channels (PNG only)",
-    )
-    ex.add_argument(
-        "--steps",
-        type=int,
-        default=E.steps,
-        help="steps of each channel render (default %(default)s)",
-    )
-    ex.add_argument(
-        "--tv",
-        type=float,
-        default=E.tv,
-        help="total variation of the renders (default %(default)s)",
-    )
-    ex.add_argument("--seed", type=int, default=E.seed, help="seed of the renders")
+    add_options(ex, E, EXPLAIN, ("top", "groups", "steps", "tv", "seed"))
     ex.add_argument("-o", "--output", default="fvis_explain.png", help="report PNG or HTML")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(func=cmd_explain)

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from fvis.cli import build_parser, main, render_recipe, studio_app
+from fvis.cli import build_parser, explain_recipe, main, render_recipe, studio_app
+from fvis.gallery.options import recipe_from
 from fvis.image import grid
-from fvis.recipes import RenderRecipe
+from fvis.recipes import ExplainRecipe, RenderRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "fvis:mnist", "--device", "cpu", "--steps", "3", "-q"]
@@ -33,6 +34,23 @@ def test_unit_options_and_unit_specs_build_the_same_recipe():
     ]:
         assert render_recipe(parse(["render", *flags])).units == (spec,)
         assert render_recipe(parse(["render", f"--unit={spec}"])).units == (spec,)
+
+
+def test_setting_options_default_to_the_recipe_and_take_its_types():
+    """fvis render, explain and gallery declare their settings once (fvis.recipes.options):
+    with no options each builds its recipe's defaults; values parse to the field's type."""
+    parse = build_parser().parse_args
+    assert render_recipe(parse(["render", "--unit", "conv3[5]"])) == RenderRecipe(
+        units=("conv3[5]",)
+    )
+    assert explain_recipe(parse(["explain"])) == ExplainRecipe()
+    gallery = recipe_from(parse(["gallery", "--layers", "conv3"]))
+    assert gallery.render == RenderRecipe() and gallery == type(gallery)()
+    args = parse(["render", "--unit", "conv3[5]", "--steps", "7", "--tv", "1", "--batch", "2"])
+    assert (args.steps, args.tv, args.batch) == (7, 1.0, 2)
+    assert type(args.steps) is int and type(args.tv) is float
+    args = parse(["gallery", "--layers", "conv3", "--lr", "0.5", "--size", "32"])
+    assert (args.lr, args.size) == (0.5, 32) and type(args.size) is int
 
 
 def test_cli_image_is_the_recipe_image(tmp_path, capsys):

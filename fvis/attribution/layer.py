@@ -32,12 +32,16 @@ from fvis.attribution.base import (
     check_inputs,
     default_rows,
     gradients,
-    item_sums,
     row_chunks,
     upsample,
 )
 from fvis.attribution.baselines import generator, make_baselines
-from fvis.attribution.integrated import quadrature
+from fvis.attribution.integrated import (
+    PathAttribution,
+    completeness_delta,
+    path_integral,
+    quadrature,
+)
 from fvis.errors import check_int
 
 __all__ = [
@@ -210,19 +214,15 @@ def forward_replacing(model, x, layer: str, value: torch.Tensor, objective):
     return objective(hooks.capture(model, x, objective.layers, replace={layer: value}))
 
 
-class LayerIntegratedGradients(Attribution):
+class LayerIntegratedGradients(PathAttribution):
     """IG in the activation space of ``layer`` (module docstring).
 
     Options as :meth:`IntegratedGradients.attribute` (``baselines`` are *input*
     baselines, mapped through the network to ``A′``), plus ``layer``, ``reduce``,
     ``upsample``. ``return_delta``: also ``Σ R − (F(A) − mean_j F(A′_j))`` per item.
     ``multiply_by_inputs=False``: the path-averaged gradient ``Σ_k w_k ∂F/∂A`` without
-    the factor ``A − A′`` (as :class:`~fvis.attribution.IntegratedGradients`).
+    the factor ``A − A′`` (:class:`~fvis.attribution.integrated.PathAttribution`).
     """
-
-    def __init__(self, model, *, multiply_by_inputs: bool = True):
-        super().__init__(model)
-        self.multiply_by_inputs = bool(multiply_by_inputs)
 
     def attribute(
         self,
@@ -254,39 +254,29 @@ class LayerIntegratedGradients(Attribution):
             acts = hooks.capture(self.model, torch.cat([x, base.flatten(0, 1)]), [layer])
             all_a = acts[layer].detach()
         a, a0 = all_a[:b], all_a[b:].view(n_base, b, *all_a.shape[1:])
-        alphas, weights = quadrature(method, steps)
-        alphas, weights = alphas.to(a.dtype), weights.to(a.dtype)
         size = default_rows(b) if internal_batch_size is None else internal_batch_size
-        total = torch.zeros_like(a0)
-        flat_total, flat_a0 = total.view(n_base * b, *a.shape[1:]), a0.view(-1, *a.shape[1:])
-        rows = len(alphas) * n_base * b
-        for sl in row_chunks(rows, size):
-            r = torch.arange(sl.start, sl.stop)
-            item, pair, step = r % b, r % (n_base * b), r // (n_base * b)
-            start = flat_a0[pair.to(a.device)]
-            al = alphas[step].to(a.device).view(-1, *([1] * (a.dim() - 1)))
-            value = (start + al * (a[item.to(a.device)] - start)).requires_grad_(True)
+
+        def grad(value, path):  # ∂F/∂A at the activations ``value`` of items ``path % B``
+            value, item = value.requires_grad_(True), path % b
             s = forward_replacing(self.model, x[item.to(x.device)], layer, value, tgt.rows(item))
-            (g,) = torch.autograd.grad(s.sum(), value)
-            flat_total.index_add_(0, pair.to(a.device), weights[step].to(a.device).view_as(al) * g)
-        attr = ((a.unsqueeze(0) - a0) * total).mean(0)
+            return torch.autograd.grad(s.sum(), value)[0]
+
+        def value(ends, item):  # F at the activations ``ends`` of items ``item``
+            return forward_replacing(self.model, x[item.to(x.device)], layer, ends, tgt.rows(item))
+
+        diff = a.unsqueeze(0) - a0  # A − A′ per (baseline, item)
+        alphas, weights = quadrature(method, steps)
+        total = path_integral(
+            a0.flatten(0, 1), diff.flatten(0, 1), alphas, weights, grad, size, fused=False
+        ).view_as(a0)
+        attr = (diff * total).mean(0)
         out = attr if self.multiply_by_inputs else total.mean(0)
         (out,) = layer_grid(self.model, x, layer, out)
         out = _reduce(out, reduce, x.shape[-2:] if upsample and x.dim() == 4 else None, layer)
         if not return_delta:
             return out
         ends = torch.cat([a.unsqueeze(0), a0]).flatten(0, 1)  # (1 + N)·B activations
-        values = []
-        with torch.no_grad():
-            for sl in row_chunks(ends.shape[0], size):
-                item = torch.arange(sl.start, sl.stop) % b
-                values.append(
-                    forward_replacing(
-                        self.model, x[item.to(x.device)], layer, ends[sl], tgt.rows(item)
-                    )
-                )
-        f = torch.cat(values).view(n_base + 1, b)
-        return out, item_sums(attr) - (f[0] - f[1:].mean(0))
+        return out, completeness_delta(attr, ends, value, size)
 
 
 def _gen(seed):

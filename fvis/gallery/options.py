@@ -27,8 +27,8 @@ def shard(spec: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from fvis.gallery.build import GalleryRecipe
-    from fvis.param import KINDS
     from fvis.recipes import RenderRecipe
+    from fvis.recipes.options import RENDER, add_options
 
     R, G = RenderRecipe(), GalleryRecipe()
     p.description = "Render every unit of chosen layers as a static site (resumable)."
@@ -47,12 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-channels", type=int, default=None, help="at most this many per layer")
     p.add_argument("-o", "--out", default="site", help="output folder (default %(default)s)")
     r = p.add_argument_group("rendering (the recipe; a change writes under a new key)")
-    r.add_argument("--steps", type=int, default=R.steps, help="default %(default)s")
-    r.add_argument("--lr", type=float, default=R.lr, help="default: the parameterization's")
-    r.add_argument("--seed", type=int, default=R.seed, help="default %(default)s")
-    r.add_argument("--param", choices=KINDS, default=R.param, help="default %(default)s")
-    r.add_argument("--size", type=int, default=R.size, help="image size (default the model's)")
-    r.add_argument("--tv", type=float, default=R.tv, help="total variation (default %(default)s)")
+    add_options(r, R, RENDER, ("steps", "lr", "seed", "param", "size", "tv"))
     r.add_argument(
         "--batch", type=int, default=G.batch, help="units per optimization (default %(default)s)"
     )
