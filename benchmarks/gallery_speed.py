@@ -40,6 +40,16 @@ def units_per_second(model, layer: str, batch: int, steps: int, size, repeats: i
     return batch / best
 
 
+def cases(device="cpu", smoke: bool = False) -> list[tuple]:
+    """``(name, model, layer, size)``: the bundled CNN's conv3, and (unless ``smoke``)
+    GoogLeNet's inception4a at 128 px."""
+    out = [("fvis:mnist", fvis.load_model("fvis:mnist", device=device), "conv3", None)]
+    if not smoke:
+        g = fvis.load_model("torchvision:googlenet", weights=None, device=device)
+        out.append(("googlenet (random init), 128 px", g, "inception4a", 128))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=16, help="render steps per batch (default 16)")
@@ -47,15 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs, best kept (default 3)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    models = [
-        ("fvis:mnist", fvis.load_model("fvis:mnist", device="cpu"), "conv3", None),
-        (
-            "googlenet (random init), 128 px",
-            fvis.load_model("torchvision:googlenet", weights=None, device="cpu"),
-            "inception4a",
-            128,
-        ),
-    ]
+    models = cases()
     print(f"units per second, {args.steps} steps, {args.threads} thread(s), CPU")
     print(f"{'model':34} " + " ".join(f"{'B=' + str(b):>9}" for b in BATCHES) + "   best/B=1")
     for name, model, layer, size in models:
