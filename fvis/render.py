@@ -215,23 +215,8 @@ def render(
     """
     _check_settings(steps, batch, lr, seed, thresholds, redirected_relu_steps)
     info = model_info(model)
-    if device is not None:
-        device = check_device(device)
-        if hooks.model_device(model) != device:
-            model.to(device)
-    else:
-        device = hooks.model_device(model)
-    if param is None:
-        start = for_input if ball is None else ball.start
-        param = start(info.input_size, batch, seed=seed)
-    param = param.to(device)
-    if ball is not None:
-        ball.check(param)
-    transform = T.resolve(transforms)
-    if size == "auto":
-        fit_size = tuple(info.input_size[1:]) if info.fixed_size else None
-    else:
-        fit_size = None if size is None else tuple(size)
+    param = _placed(model, param, info, batch, seed, ball, device)
+    transform, fit_size = T.resolve(transforms), _fit_size(size, info)
     layers = [n for n in objective.layers if n != IMAGE]
     gen = torch.Generator().manual_seed(seed)  # CPU: transform draws need no device sync
     lr = getattr(param, "lr", DEFAULT_LR) if lr is None else lr
@@ -251,9 +236,7 @@ def render(
             opt.zero_grad(set_to_none=True)
             images = param()
             x = transform(images, gen)
-            if fit_size is not None:
-                x = T.fit(x, fit_size)
-            x = info.normalize(x)
+            x = info.normalize(x if fit_size is None else T.fit(x, fit_size))
             # gradients for the parameterization (and the image) only: the model's
             # parameters get none, whatever their requires_grad
             wrt = [*params, images] if importance else params
@@ -277,14 +260,41 @@ def render(
                 bar.update(step, f"objective {values.detach().mean().item():.4g}")
             if callback is not None:
                 callback(step, images.detach(), values.detach())
-    final = _images(param, ball)
-    if saliency is not None:
-        peak = saliency.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        saliency = (saliency / peak).cpu()
     return RenderResult(
-        images=final,
+        images=_images(param, ball),
         history=torch.stack(history).cpu(),
         snapshots=snapshots,
         objective=objective.name,
-        importance=saliency,
+        importance=None if saliency is None else _peak_normalized(saliency),
     )
+
+
+def _placed(model, param, info, batch: int, seed: int, ball, device) -> nn.Module:
+    """The parameterization on the render's device (the model's, or ``device``, where the
+    model is moved); without one, :func:`fvis.param.for_input` (or the ball's start)."""
+    if device is not None:
+        device = check_device(device)
+        if hooks.model_device(model) != device:
+            model.to(device)
+    else:
+        device = hooks.model_device(model)
+    if param is None:
+        start = for_input if ball is None else ball.start
+        param = start(info.input_size, batch, seed=seed)
+    param = param.to(device)
+    if ball is not None:
+        ball.check(param)
+    return param
+
+
+def _fit_size(size, info) -> tuple | None:
+    """``(H, W)`` the transformed image is fitted to, or None (see :func:`render`'s ``size``)."""
+    if size == "auto":
+        return tuple(info.input_size[1:]) if info.fixed_size else None
+    return None if size is None else tuple(size)
+
+
+def _peak_normalized(saliency: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) divided by each item's maximum, on the CPU."""
+    peak = saliency.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (saliency / peak).cpu()

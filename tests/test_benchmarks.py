@@ -8,7 +8,8 @@ import json
 def test_benchmark_suite_smoke(tmp_path):
     from benchmarks.__main__ import main
 
-    assert main(["--smoke", "--only", "engine,attribution,evaluation,gallery", "--out", str(tmp_path)]) == 0
+    only = "engine,attribution,evaluation,gallery"
+    assert main(["--smoke", "--only", only, "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["environment"]["threads"] >= 1 and data["environment"]["versions"]["torch"]
     cases = {r["bench"]: r for r in data["rows"]}
