@@ -170,10 +170,12 @@ def reference(model, steps: int, samples: int) -> dict[str, callable]:
                 _, grad = attributor(x, _one_hot(model, x, t))
             return grad
 
-        def zlrp(x, t):  # LRP ε (dense) / z⁺ (conv), BatchNorm merged, as fvis's default
+        def zlrp(x, t):  # LRP ε (dense) / z⁺ (conv), BatchNorm merged, as fvis's default;
+            # relevance starts at the target's logit, as fvis's does (zennit: output · one-hot)
             canon = [] if info.input_size == (1, 28, 28) else [ResNetCanonizer()]
+            hot = _one_hot(model, x, t)
             with ZGradient(model=model, composite=EpsilonPlus(canonizers=canon)) as attributor:
-                _, rel = attributor(x, _one_hot(model, x, t))
+                _, rel = attributor(x, lambda out: out * hot)
             return rel
 
         out.setdefault("Gradient", zgrad)
