@@ -14,10 +14,10 @@ def test_benchmark_suite_smoke(tmp_path):
     assert data["environment"]["threads"] >= 1 and data["environment"]["versions"]["torch"]
     cases = {r["bench"]: r for r in data["rows"]}
     assert set(cases) == {"engine", "attribution", "evaluation", "gallery"}
-    pf = [r for r in data["rows"] if r["case"].startswith("pixel flipping")]
+    pf = [r for r in data["rows"] if r["case"].startswith("pixel flipping:")]
     assert pf and all(r["check"].startswith("same curves") for r in pf)
-    floor = [r for r in data["rows"] if r["case"].startswith("floor: pixel flipping")]
-    assert floor and all(r["check"].startswith("same scores") for r in floor)
+    bare = [r for r in data["rows"] if r["case"].startswith("pixel flipping vs one bare")]
+    assert bare and all(r["check"].startswith("same scores") for r in bare)
     gallery = [r for r in data["rows"] if r["bench"] == "gallery"]
     assert [r["case"].split(", ")[1] for r in gallery] == ["batch 1", "batch 4"]
     assert all(r["ratio"] > 0 for r in data["rows"] if r["ratio"] is not None)

@@ -177,3 +177,27 @@ def test_render_leaves_model_clean_and_mode_restored():
     assert_clean(model, before)  # BatchNorm statistics untouched: eval mode during render
     assert model.training and model.layer1[0].bn1.training
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_channels_last_restores_each_parameter_tensor_and_keeps_values(mnist_model):
+    """The kernels are stored channels-last inside the block (a 1-channel input then runs
+    the whole CNN channels-last) and every parameter gets its own tensor back, also after
+    an error; the output equals the NCHW one up to rounding."""
+
+    def storage():
+        return {n: (p.data_ptr(), p.stride()) for n, p in mnist_model.named_parameters()}
+
+    before = storage()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        plain = mnist_model(x)
+        with hooks.channels_last(mnist_model):
+            w = mnist_model.conv2.weight
+            assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+            acts = hooks.capture(mnist_model, x, ["relu2"])
+            assert acts["relu2"].is_contiguous(memory_format=torch.channels_last)
+            fast = mnist_model(x)
+        with pytest.raises(RuntimeError, match="boom"), hooks.channels_last(mnist_model):
+            raise RuntimeError("boom")
+    assert storage() == before
+    assert torch.allclose(fast, plain, atol=1e-5)

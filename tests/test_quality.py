@@ -100,6 +100,45 @@ def test_pixel_flipping_matches_step_by_step_reference():
     assert torch.allclose(res.aopc, (curve[:, :1] - curve).mean(1))
 
 
+def test_pixel_flipping_skips_steps_that_change_nothing():
+    """Cells already equal to the fill (a black border under fill="black") leave the
+    input as it was: those steps keep the previous score and cost no forward. Hand-set:
+    item 0 has content only in cell 3 of 4, item 1 in cells 0 and 2."""
+    net = linear_model(2)
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, :, 4:, 4:] = torch.rand(4, 4) + 0.5
+    x[1, :, :4, :4], x[1, :, 4:, :4] = torch.rand(4, 4) + 0.5, torch.rand(4, 4) + 0.5
+    maps = torch.arange(4.0).flip(0).view(1, 1, 2, 2).repeat(2, 1, 1, 1)  # order 0, 1, 2, 3
+    maps = maps.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    rows = []
+    counted = _CountRows(net, rows)
+    res = pixel_flipping(counted, x, maps, 0, patch=4, steps=4, fill="black")
+    with torch.no_grad():
+        f0, f1 = net(x)[:, 0].tolist()
+    bias = net[1].bias.item()
+    # item 0: only step 4 removes content; item 1: steps 1 and 3 (cells 0 and 2)
+    assert torch.allclose(res.scores[0], torch.tensor([f0, f0, f0, f0, bias]), atol=1e-6)
+    x1 = x[1:].clone()
+    x1[..., :4, :4] = 0
+    mid = net(x1).item()
+    assert torch.allclose(res.scores[1], torch.tensor([f1, mid, mid, bias, bias]), atol=1e-6)
+    # one chunk scored: step 0 of both items, item 0's step 4, item 1's steps 1 and 3 (of 10)
+    assert rows[-1] == 5
+    rows.clear()
+    pixel_flipping(counted, x, maps, 0, patch=4, steps=4, fill="uniform")
+    assert rows[-1] == 10  # a random fill differs everywhere: every step is scored
+
+
+class _CountRows(nn.Module):
+    def __init__(self, net, rows):
+        super().__init__()
+        self.net, self.rows = net, rows
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return self.net(x)
+
+
 def test_pixel_flipping_on_bundled_model(mnist_model, mnist_digits):
     images, labels = mnist_digits
     x = mnist_model.fvis_info.normalize(images[:16])

@@ -37,7 +37,7 @@ from torch import nn
 
 from fvis.hooks.intercept import UnsupportedOperation
 
-__all__ = ["guard", "refuse_script"]
+__all__ = ["channels_last", "guard", "refuse_script"]
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -65,6 +65,31 @@ def guard(model: nn.Module) -> Iterator[nn.Module]:
         finally:
             for m, t in modes:
                 m.training = t
+
+
+@contextlib.contextmanager
+def channels_last(model: nn.Module) -> Iterator[nn.Module]:
+    """For the block, inside :func:`guard`: every 4-D parameter (convolution kernels) is
+    stored channels-last, so convolutions and pools run in oneDNN's fast layout even on
+    one-channel input — such a tensor is both layouts at once, and PyTorch then keeps the
+    whole network in NCHW, where a max pool on CPU runs ~10× slower (the bundled MNIST
+    CNN: forward 1.6× slower). Values are unchanged (outputs equal up to rounding); on
+    exit each parameter gets back its own tensor (``.data``), also on error. A forward
+    pass that the user runs meanwhile in another thread sees the same values."""
+    cl = torch.channels_last
+    with guard(model):
+        saved = [
+            (p, p.data)
+            for p in model.parameters()
+            if p.dim() == 4 and not p.data.is_contiguous(memory_format=cl)
+        ]
+        try:
+            for p, data in saved:
+                p.data = data.contiguous(memory_format=cl)
+            yield model
+        finally:
+            for p, data in saved:
+                p.data = data
 
 
 def refuse_script(model: nn.Module, method: str) -> None:
