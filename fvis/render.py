@@ -44,9 +44,10 @@ def loss_step(model, objective, images, x, layers, wrt, redirect: bool = False):
     defined for descending a loss. The model's guard is held for this step only, so other
     fvis calls on a shared model take turns between steps.
     """
+    layout = contextlib.nullcontext()
     if x.dim() == 4:  # channels-last: oneDNN's faster conv and pooling (equal up to rounding)
-        x = x.contiguous(memory_format=torch.channels_last)
-    with hooks.guard(model):
+        x, layout = x.contiguous(memory_format=torch.channels_last), hooks.channels_last(model)
+    with hooks.guard(model), layout:
         with redirected_relu() if redirect else contextlib.nullcontext():
             acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
             acts[IMAGE] = images
