@@ -36,8 +36,9 @@ ORDERS = ("morf", "lerf", "random")
 
 # Rows per scoring chunk when ``internal_batch_size`` is None: as many as keep a
 # chunk's input under 2²³ values (32 MiB fp32; ResNet-18 at 224 px: 55 images). Measured on
-# 2 CPU cores: batches of 34–68 ResNet-18 rows run ~2× faster per image than Quantus's batch
-# of 4, and 400 MNIST rows in one chunk ~1.7× faster than chunks of 64 (one run each).
+# 2 CPU cores: batches of 34–68 ResNet-18 rows ran 1.1–2× faster per image than Quantus's
+# batch of 4 (idle vs loaded machine), and 400 MNIST rows in one chunk ~1.7× faster than
+# chunks of 64 (one run each).
 _CHUNK_VALUES = 1 << 23
 
 # ROAD's neighbour weights (Rong et al. 2022; pytorch-grad-cam metrics/road.py): 1/6 for
