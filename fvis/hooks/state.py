@@ -75,7 +75,9 @@ def channels_last(model: nn.Module) -> Iterator[nn.Module]:
     whole network in NCHW, where a max pool on CPU runs ~10× slower (the bundled MNIST
     CNN: forward 1.6× slower). Values are unchanged (outputs equal up to rounding); on
     exit each parameter gets back its own tensor (``.data``), also on error. A forward
-    pass that the user runs meanwhile in another thread sees the same values."""
+    pass that the user runs meanwhile in another thread sees the same values; an
+    in-place update of the parameters from another thread during the block (training
+    the model while fvis runs on it, which its eval mode already forbids) is lost."""
     cl = torch.channels_last
     with guard(model):
         saved = [
