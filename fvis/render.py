@@ -44,16 +44,16 @@ def loss_step(model, objective, images, x, layers, wrt, redirect: bool = False):
     defined for descending a loss. The model's guard is held for this step only, so other
     fvis calls on a shared model take turns between steps.
     """
-    layout = contextlib.nullcontext()
-    if x.dim() == 4:  # channels-last: oneDNN's faster conv and pooling (equal up to rounding)
-        x, layout = x.contiguous(memory_format=torch.channels_last), hooks.channels_last(model)
-    with hooks.guard(model), layout:
-        with redirected_relu() if redirect else contextlib.nullcontext():
-            acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
-            acts[IMAGE] = images
-            values = objective(acts)
-        grads = torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
-    return values, grads
+
+    def step(x):
+        with hooks.guard(model):
+            with redirected_relu() if redirect else contextlib.nullcontext():
+                acts = hooks.capture(model, x, layers) if layers else hooks.Activations()
+                acts[IMAGE] = images
+                values = objective(acts)
+            return values, torch.autograd.grad(-values.sum(), wrt, allow_unused=True)
+
+    return hooks.channels_last_input(model, x, step)  # oneDNN's faster conv and pooling
 
 
 @dataclass

@@ -11,6 +11,7 @@ from torch import nn
 import fvis
 from fvis import hooks
 from fvis.hooks import LayerError
+from fvis.models.metadata import ModelInfo, attach
 
 
 def test_layers_lists_names_shapes_and_channels(mnist_model):
@@ -179,25 +180,40 @@ def test_render_leaves_model_clean_and_mode_restored():
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_channels_last_restores_each_parameter_tensor_and_keeps_values(mnist_model):
-    """The kernels are stored channels-last inside the block (a 1-channel input then runs
-    the whole CNN channels-last) and every parameter gets its own tensor back, also after
-    an error; the output equals the NCHW one up to rounding."""
+class _ViewNet(nn.Module):
+    """LeNet's habit: ``x.view(B, -1)`` on a conv activation (fails on channels-last)."""
 
-    def storage():
-        return {n: (p.data_ptr(), p.stride()) for n, p in mnist_model.named_parameters()}
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 6, 3), nn.Linear(6 * 4 * 4, 5)
 
-    before = storage()
-    x = torch.rand(4, 1, 28, 28)
-    with torch.no_grad():
-        plain = mnist_model(x)
-        with hooks.channels_last(mnist_model):
-            w = mnist_model.conv2.weight
-            assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-            acts = hooks.capture(mnist_model, x, ["relu2"])
-            assert acts["relu2"].is_contiguous(memory_format=torch.channels_last)
-            fast = mnist_model(x)
-        with pytest.raises(RuntimeError, match="boom"), hooks.channels_last(mnist_model):
-            raise RuntimeError("boom")
-    assert storage() == before
-    assert torch.allclose(fast, plain, atol=1e-5)
+    def forward(self, x):
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(torch.nn.functional.max_pool2d(x, 2).view(x.shape[0], -1))
+
+
+def test_channels_last_input_falls_back_for_a_model_that_views_activations():
+    """Render and pixel flipping feed channels-last input; a model whose ``.view`` cannot
+    take it runs on the input as given (remembered), with the same results as NCHW."""
+    from fvis.quality import pixel_flipping
+
+    net = attach(_ViewNet().eval(), ModelInfo((3, 12, 12)))
+    x = torch.rand(2, 3, 12, 12)
+    ok = hooks.channels_last_input(nn.Conv2d(3, 4, 3), x, lambda t: t)
+    assert ok.is_contiguous(memory_format=torch.channels_last) and not ok.is_contiguous()
+    seen = []
+    out = hooks.channels_last_input(net, x, lambda t: seen.append(t.stride()) or net(t))
+    assert seen == [x.contiguous(memory_format=torch.channels_last).stride(), x.stride()]
+    assert torch.equal(out, net(x))
+    seen.clear()
+    hooks.channels_last_input(net, x, lambda t: seen.append(t.stride()) or net(t))
+    assert seen == [x.stride()]  # remembered: no second failed try
+    pf = pixel_flipping(net, x, torch.rand(2, 3, 12, 12), 1, patch=4, steps=3)
+    assert pf.scores.shape == (2, 4) and torch.isfinite(pf.scores).all()
+    r = fvis.render(net, fvis.objectives.channel("c2", 1), steps=2, progress=False, transforms=None)
+    assert torch.isfinite(r.history).all()
+    with pytest.raises(RuntimeError, match="boom"):  # other errors are not swallowed
+        hooks.channels_last_input(
+            nn.Conv2d(3, 4, 3), x, lambda t: (_ for _ in ()).throw(RuntimeError("boom"))
+        )

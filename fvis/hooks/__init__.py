@@ -22,7 +22,7 @@ rewrite weights reversibly                   a canonizer (:mod:`fvis.attribution
                                              inside ``with canonizer.apply(model, x)``
 run a model in eval mode, one fvis call at    :func:`guard` (:mod:`.state`; its docstring says
 a time, modes restored                       why calls on one model are serialized)
-run the convolutions channels-last           :func:`channels_last` (:mod:`.state`)
+run a model on channels-last input          :func:`channels_last_input` (:mod:`.state`)
 ===========================================  ==============================================
 
 Every function here installs hooks only on the modules it needs and removes them in
@@ -62,7 +62,7 @@ from fvis.hooks.names import (
     trace,
 )
 from fvis.hooks.probabilities import attention_probabilities
-from fvis.hooks.state import channels_last, guard, refuse_script
+from fvis.hooks.state import channels_last_input, guard, refuse_script
 
 __all__ = [
     "INPUT",
@@ -81,7 +81,7 @@ __all__ = [
     "UnsupportedOperation",
     "attention_probabilities",
     "capture",
-    "channels_last",
+    "channels_last_input",
     "check_no_hooks",
     "guard",
     "hookable",

@@ -37,7 +37,7 @@ from torch import nn
 
 from fvis.hooks.intercept import UnsupportedOperation
 
-__all__ = ["channels_last", "guard", "refuse_script"]
+__all__ = ["channels_last_input", "guard", "refuse_script"]
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
@@ -67,31 +67,25 @@ def guard(model: nn.Module) -> Iterator[nn.Module]:
                 m.training = t
 
 
-@contextlib.contextmanager
-def channels_last(model: nn.Module) -> Iterator[nn.Module]:
-    """For the block, inside :func:`guard`: every 4-D parameter (convolution kernels) is
-    stored channels-last, so convolutions and pools run in oneDNN's fast layout even on
-    one-channel input — such a tensor is both layouts at once, and PyTorch then keeps the
-    whole network in NCHW, where a max pool on CPU runs ~10× slower (the bundled MNIST
-    CNN: forward 1.6× slower). Values are unchanged (outputs equal up to rounding); on
-    exit each parameter gets back its own tensor (``.data``), also on error. A forward
-    pass that the user runs meanwhile in another thread sees the same values; an
-    in-place update of the parameters from another thread during the block (training
-    the model while fvis runs on it, which its eval mode already forbids) is lost."""
-    cl = torch.channels_last
-    with guard(model):
-        saved = [
-            (p, p.data)
-            for p in model.parameters()
-            if p.dim() == 4 and not p.data.is_contiguous(memory_format=cl)
-        ]
-        try:
-            for p, data in saved:
-                p.data = data.contiguous(memory_format=cl)
-            yield model
-        finally:
-            for p, data in saved:
-                p.data = data
+_NCHW_ONLY: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def channels_last_input(model: nn.Module, x: torch.Tensor, forward):
+    """``forward(x)`` with a 4-D ``x`` stored channels-last, so the model's convolutions
+    and pools run in oneDNN's faster layout (values equal up to rounding) — unless the
+    model cannot take it: an activation reshaped with ``.view`` (LeNet's ``x.view(B, -1)``)
+    fails on that layout, and then ``forward`` gets ``x`` as it was, for this call and,
+    remembered per model, every later one. Nothing on the model changes."""
+    if x.dim() != 4 or model in _NCHW_ONLY:
+        return forward(x)
+    try:
+        return forward(x.contiguous(memory_format=torch.channels_last))
+    except RuntimeError as e:
+        if "view size is not compatible" not in str(e):
+            raise
+        with _LOCKS_LOCK:
+            _NCHW_ONLY[model] = True
+        return forward(x)
 
 
 def refuse_script(model: nn.Module, method: str) -> None:

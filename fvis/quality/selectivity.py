@@ -196,14 +196,14 @@ def _fresh(x, fill_img, rank, counts, patch: int) -> torch.Tensor:
 
 
 def _score(model, rows: torch.Tensor, objective) -> torch.Tensor:
-    """Target scores of perturbed rows, without autograd; conv nets run channels-last
-    (input and kernels: oneDNN's fast layout on CPU; same values up to float rounding)."""
-    if rows.dim() != 4:
+    """Target scores of perturbed rows, without autograd, on channels-last input where
+    the model takes it (:func:`fvis.hooks.channels_last_input`)."""
+
+    def run(rows):
         with torch.inference_mode():
             return scores(model, rows, objective)[0].float()
-    with hooks.channels_last(model), torch.inference_mode():
-        rows = rows.contiguous(memory_format=torch.channels_last)
-        return scores(model, rows, objective)[0].float()
+
+    return hooks.channels_last_input(model, rows, run)
 
 
 def pixel_flipping(
@@ -256,7 +256,8 @@ def pixel_flipping(
     fill_img = make_baselines(fill, x, model_info(model), gen)[0]
     tgt = Target(model, x, target)
     ph, pw = -(-size[0] // patch), -(-size[1] // patch)
-    if imputation == "road":  # fresh noise in every row: each is scored
+    if imputation == "road" or tgt.classes is None:  # fresh noise in every row; or an
+        # objective, whose item may depend on the others' rows: each row is scored
         fresh = torch.ones(steps + 1, b, dtype=torch.bool, device=x.device)
     else:
         fresh = _fresh(x, fill_img, rank, counts, patch)
