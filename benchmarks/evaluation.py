@@ -88,11 +88,12 @@ def compare(model, x, y, patch: int, regions: int, pairs: int, device, aa: bool 
 
 
 def _perturbed(x, maps, fill, patch: int, regions: int) -> torch.Tensor:
-    """The ``(regions+1)·B`` inputs pixel flipping scores: MoRF, one ``patch``² cell per step."""
+    """The ``(regions+1)·B`` inputs pixel flipping scores: MoRF by each cell's summed
+    relevance, one ``patch``² cell per step (``patch`` divides H and W here)."""
     b, (h, w) = x.shape[0], x.shape[-2:]
-    cells = maps.abs().sum(1, keepdim=True)
+    cells = maps.sum(1, keepdim=True)
     cells = torch.nn.functional.avg_pool2d(cells, patch).flatten(1)
-    rank = cells.argsort(1, descending=True).argsort(1)
+    rank = cells.argsort(1, descending=True, stable=True).argsort(1)  # ties as fvis breaks them
     out = []
     for k in range(regions + 1):
         gone = (rank < k).view(b, 1, h // patch, w // patch).float()

@@ -173,7 +173,8 @@ def _ranks(cells: torch.Tensor, order: str, gen: torch.Generator) -> torch.Tenso
 
 def _row_chunks(n: int, b: int, row_values: int, size: int | None) -> list[slice]:
     """Slices of ``n`` rows: ``size`` rows each, or with ``size=None`` split evenly into as
-    few chunks as keep each under :data:`_CHUNK_VALUES` input values (at least ``b``)."""
+    few chunks as keep each under :data:`_CHUNK_VALUES` input values (or ``b`` rows, if
+    more)."""
     if size is not None:
         return list(row_chunks(n, size))
     per = b * max(1, _CHUNK_VALUES // max(1, b * row_values))  # rows per chunk at most
