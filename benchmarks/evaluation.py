@@ -93,7 +93,7 @@ def _perturbed(x, maps, fill, patch: int, regions: int) -> torch.Tensor:
     b, (h, w) = x.shape[0], x.shape[-2:]
     cells = maps.sum(1, keepdim=True)
     cells = torch.nn.functional.avg_pool2d(cells, patch).flatten(1)
-    rank = cells.argsort(1, descending=True, stable=True).argsort(1)  # ties as fvis breaks them
+    rank = cells.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # fvis's ties
     out = []
     for k in range(regions + 1):
         gone = (rank < k).view(b, 1, h // patch, w // patch).float()
