@@ -88,16 +88,15 @@ def compare(model, x, y, patch: int, regions: int, pairs: int, device, aa: bool 
 
 
 def _perturbed(x, maps, fill, patch: int, regions: int) -> torch.Tensor:
-    """The ``(regions+1)·B`` inputs pixel flipping scores: MoRF by each cell's summed
-    relevance, one ``patch``² cell per step (``patch`` divides H and W here)."""
-    b, (h, w) = x.shape[0], x.shape[-2:]
-    cells = maps.sum(1, keepdim=True)
-    cells = torch.nn.functional.avg_pool2d(cells, patch).flatten(1)
-    rank = cells.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # fvis's ties
+    """The ``(regions+1)·B`` inputs pixel flipping scores (MoRF, one ``patch``² cell per
+    step), built with its own ranking and cell masks; step-major, channels-last."""
+    from fvis.quality.selectivity import _cell_relevance, _pixels, _ranks
+
+    rank = _ranks(_cell_relevance(maps, x, patch), "morf", torch.Generator())
+    ph, pw = -(-x.shape[-2] // patch), -(-x.shape[-1] // patch)
     out = []
     for k in range(regions + 1):
-        gone = (rank < k).view(b, 1, h // patch, w // patch).float()
-        gone = torch.nn.functional.interpolate(gone, scale_factor=patch).bool()
+        gone = _pixels((rank < k).view(-1, ph, pw), patch, x.shape[-2:])
         out.append(torch.where(gone, fill, x))
     return torch.cat(out).contiguous(memory_format=torch.channels_last)
 
