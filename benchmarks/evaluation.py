@@ -90,6 +90,7 @@ def compare(model, x, y, patch: int, regions: int, pairs: int, device, aa: bool 
 def _perturbed(x, maps, fill, patch: int, regions: int) -> torch.Tensor:
     """The ``(regions+1)·B`` inputs pixel flipping scores (MoRF, one ``patch``² cell per
     step), built with its own ranking and cell masks; step-major, channels-last."""
+    from fvis.hooks.state import _nhwc
     from fvis.quality.selectivity import _cell_relevance, _pixels, _ranks
 
     rank = _ranks(_cell_relevance(maps, x, patch), "morf", torch.Generator())
@@ -98,7 +99,7 @@ def _perturbed(x, maps, fill, patch: int, regions: int) -> torch.Tensor:
     for k in range(regions + 1):
         gone = _pixels((rank < k).view(-1, ph, pw), patch, x.shape[-2:])
         out.append(torch.where(gone, fill, x))
-    return torch.cat(out).contiguous(memory_format=torch.channels_last)
+    return _nhwc(torch.cat(out))
 
 
 def run(smoke: bool = False, pairs: int = 5, device="cpu") -> list[dict]:

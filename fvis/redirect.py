@@ -36,6 +36,9 @@ class _RedirectedReLU(torch.autograd.Function):
         relu_grad = torch.where(neg, 0, grad)  # where keeps the layout (masked_fill does not)
         per_item = tuple(range(1, grad.dim())) or None
         dead = torch.linalg.vector_norm(relu_grad, dim=per_item) == 0  # all-zero items
+        if dead.any():  # only those that receive a gradient: for the others (a branch
+            # their unit does not read) the redirected gradient is all zero too
+            dead &= torch.linalg.vector_norm(grad, dim=per_item) > 0
         if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
             return relu_grad, None
         dead = dead.view(-1, *([1] * (grad.dim() - 1))) if per_item else dead

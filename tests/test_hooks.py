@@ -217,3 +217,19 @@ def test_channels_last_input_falls_back_for_a_model_that_views_activations():
         hooks.channels_last_input(
             nn.Conv2d(3, 4, 3), x, lambda t: (_ for _ in ()).throw(RuntimeError("boom"))
         )
+
+
+def test_channels_last_input_with_one_channel_runs_the_network_nhwc():
+    """A contiguous (B, 1, H, W) tensor already passes as channels-last contiguous, so
+    ``.contiguous(memory_format=...)`` would keep NCHW strides and the first convolution
+    would answer NCHW; the input given is read as NHWC, and so is the conv's output."""
+    conv = nn.Conv2d(1, 4, 3)
+    x = torch.rand(2, 1, 9, 9)
+    seen = hooks.channels_last_input(conv, x, lambda t: t)
+    assert seen.stride() == (81, 1, 9, 1) and torch.equal(seen, x)
+    out = hooks.channels_last_input(conv, x, conv)
+    assert out.stride(1) == 1 and out.stride(3) == 4  # NHWC
+    torch.testing.assert_close(out, conv(x))
+    assert conv(x).stride(3) == 1  # NCHW had it been given as it was
+    nhwc = x.clone(memory_format=torch.channels_last)
+    assert hooks.channels_last_input(conv, nhwc, lambda t: t) is nhwc  # no second copy

@@ -79,13 +79,24 @@ def channels_last_input(model: nn.Module, x: torch.Tensor, forward):
     if x.dim() != 4 or model in _NCHW_ONLY:
         return forward(x)
     try:
-        return forward(x.contiguous(memory_format=torch.channels_last))
+        return forward(_nhwc(x))
     except RuntimeError as e:
         if "view size is not compatible" not in str(e):
             raise
         with _LOCKS_LOCK:
             _NCHW_ONLY[model] = True
         return forward(x)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) with channels-last strides that PyTorch reads as channels-last.
+    With one channel a contiguous ``x`` already counts as channels-last contiguous, so
+    ``.contiguous(memory_format=...)`` keeps its NCHW strides (HW, HW, W, 1) and oneDNN
+    would run the whole network NCHW; ``clone`` writes (HW, 1, W, 1), which it reads as
+    NHWC, so the first convolution's output — and everything after it — is NHWC."""
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.clone(memory_format=torch.channels_last)
 
 
 def refuse_script(model: nn.Module, method: str) -> None:
