@@ -34,16 +34,22 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad):
         (neg,) = ctx.saved_tensors
         relu_grad = torch.where(neg, 0, grad)  # where keeps the layout (masked_fill does not)
-        per_item = tuple(range(1, grad.dim())) or None
+        if grad.dim() < 2:  # no batch dimension: the whole tensor is one item
+            if torch.linalg.vector_norm(relu_grad) > 0:
+                return relu_grad, None
+            return torch.where(neg & (grad > 0), 0, grad), None
+        per_item = tuple(range(1, grad.dim()))
         dead = torch.linalg.vector_norm(relu_grad, dim=per_item) == 0  # all-zero items
-        if dead.any():  # only those that receive a gradient: for the others (a branch
-            # their unit does not read) the redirected gradient is all zero too
-            dead &= torch.linalg.vector_norm(grad, dim=per_item) > 0
         if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
             return relu_grad, None
-        dead = dead.view(-1, *([1] * (grad.dim() - 1))) if per_item else dead
-        redirected = torch.where(neg & (grad > 0), 0, grad)
-        return torch.where(dead, redirected, relu_grad), None
+        items = dead.nonzero().squeeze(1)
+        g, n = grad.index_select(0, items), neg.index_select(0, items)
+        # only items that receive a gradient: for the others (a branch their unit does
+        # not read) the redirected gradient is all zero too
+        items = items[torch.linalg.vector_norm(g, dim=per_item) > 0]
+        if len(items) < len(g):
+            g, n = grad.index_select(0, items), neg.index_select(0, items)
+        return relu_grad.index_copy_(0, items, torch.where(n & (g > 0), 0, g)), None
 
 
 class _Redirect(hooks.Policy):
