@@ -34,15 +34,14 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad):
         (neg,) = ctx.saved_tensors
         relu_grad = torch.where(neg, 0, grad)  # where keeps the layout (masked_fill does not)
-        if grad.dim() < 2:  # no batch dimension: the whole tensor is one item
-            if torch.linalg.vector_norm(relu_grad) > 0:
-                return relu_grad, None
-            return torch.where(neg & (grad > 0), 0, grad), None
-        per_item = tuple(range(1, grad.dim()))
+        per_item = tuple(range(1, grad.dim())) or None  # None: the whole tensor is one item
         dead = torch.linalg.vector_norm(relu_grad, dim=per_item) == 0  # all-zero items
+        if grad.device.type != "cpu" or per_item is None:
+            # no branch on values: on an accelerator each would wait for the device
+            return _everywhere(neg, grad, relu_grad, dead), None
         if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
             return relu_grad, None
-        items = dead.nonzero().squeeze(1)
+        items = dead.nonzero().squeeze(1)  # on the CPU: only the dead items' passes
         g, n = grad.index_select(0, items), neg.index_select(0, items)
         # only items that receive a gradient: for the others (a branch their unit does
         # not read) the redirected gradient is all zero too
@@ -50,6 +49,13 @@ class _RedirectedReLU(torch.autograd.Function):
         if len(items) < len(g):
             g, n = grad.index_select(0, items), neg.index_select(0, items)
         return relu_grad.index_copy_(0, items, torch.where(n & (g > 0), 0, g)), None
+
+
+def _everywhere(neg, grad, relu_grad, dead):
+    """The rule with no branch on values: the redirected gradient of every item,
+    kept where the item is ``dead`` (B,) or, for a 0-/1-D tensor, one scalar."""
+    dead = dead.view(-1, *([1] * (grad.dim() - 1))) if dead.dim() else dead
+    return torch.where(dead, torch.where(neg & (grad > 0), 0, grad), relu_grad)
 
 
 class _Redirect(hooks.Policy):

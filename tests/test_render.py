@@ -261,3 +261,30 @@ def test_callback_sees_every_step_and_its_exception_stops_the_render(mnist_model
     assert seen == [(s, (2, 1, 28, 28), (2,)) for s in (1, 2, 3)]
     assert check_no_hooks(mnist_model) == []
     assert not mnist_model.training and not any(p.requires_grad for p in mnist_model.parameters())
+
+
+def test_redirected_relu_on_an_accelerator_never_branches_on_values():
+    """On a non-CPU device the rule runs without reading values back (each read would
+    wait for the device): backward on the meta device, which has no values, completes;
+    and that branch-free form equals the CPU's indexed one."""
+    from fvis.redirect import _everywhere
+
+    x = torch.randn(4, 3, 5, 5, device="meta", requires_grad=True)
+    with redirected_relu():
+        y = torch.relu(x * 1)
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert g.shape == x.shape and g.device.type == "meta"
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4)
+    x[::2] = -x[::2].abs() - 0.1  # items 0, 2, 4 dead
+    grad = torch.randn(6, 3, 4, 4)
+    grad[4] = 0  # dead but no gradient arrives
+    t = x.clone().requires_grad_(True)
+    with redirected_relu():
+        y = torch.relu(t * 1)
+    (cpu,) = torch.autograd.grad(y, t, grad)
+    relu_grad = torch.where(x < 0, 0, grad)
+    dead = relu_grad.flatten(1).abs().sum(1) == 0
+    assert dead.tolist() == [True, False, True, False, True, False]
+    assert torch.equal(cpu, _everywhere(x < 0, grad, relu_grad, dead))
+    assert torch.equal(cpu[0], torch.where(grad[0] > 0, 0, grad[0]))  # redirected
