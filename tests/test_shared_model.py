@@ -324,3 +324,39 @@ def test_a_long_render_lets_other_calls_on_its_model_through_between_steps():
     assert not thread.is_alive() and steps_seen[-1] < 100_000
     assert torch.equal(short, alone)
     assert hooks.check_no_hooks(model) == []
+
+
+def test_nested_guards_cost_one_and_the_outer_one_restores():
+    """A render step nests several guards on one model: the inner ones neither snapshot
+    nor restore (the outer one does both, for flags changed anywhere inside); a guard on
+    a second model nests independently; another thread waits for the outer guard."""
+    import threading
+
+    from torch import nn
+
+    from fvis import hooks
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Sequential(nn.Dropout())).train()
+    net[2].eval()  # mixed flags, restored exactly
+    other = nn.Sequential(nn.Dropout()).train()
+    entered = []
+    with hooks.guard(net):
+        assert not any(m.training for m in net.modules())
+        with hooks.guard(net):  # nested: no snapshot, no restore
+            net[1].train()
+            with hooks.guard(other):
+                assert not other.training
+            assert other.training  # its own guard restored it
+        assert net[1].training  # the inner guard left it
+
+        def other_thread():
+            with hooks.guard(net):
+                entered.append([m.training for m in net.modules()])
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join(0.2)
+        assert t.is_alive() and not entered  # the other thread waits
+    t.join(5)
+    assert entered == [[False] * 5]  # it ran after, in eval mode
+    assert [m.training for m in net.modules()] == [True, True, True, False, False]

@@ -242,11 +242,20 @@ def _detached(obj):
     """``obj`` with an ``nn.Parameter`` (also one in a list or tuple) detached: within the
     interceptor only tensors that depend on the input require grad, without changing the
     parameters' flags, which other threads may rely on."""
+    if type(obj) in _NOT_PARAMETERS:  # the common arguments, without the slow
+        return obj  # Parameter metaclass check
     if isinstance(obj, nn.Parameter):
         return obj.detach()
-    if isinstance(obj, (list, tuple)) and any(isinstance(o, nn.Parameter) for o in obj):
-        return type(obj)(o.detach() if isinstance(o, nn.Parameter) else o for o in obj)
+    if isinstance(obj, (list, tuple)) and any(_is_parameter(o) for o in obj):
+        return type(obj)(o.detach() if _is_parameter(o) else o for o in obj)
     return obj
+
+
+_NOT_PARAMETERS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
+
+
+def _is_parameter(o) -> bool:
+    return type(o) not in _NOT_PARAMETERS and isinstance(o, nn.Parameter)
 
 
 def _replace(obj, table: dict[int, Tensor]):

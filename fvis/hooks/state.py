@@ -51,20 +51,31 @@ def _lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
+_HELD = threading.local()  # .models: ids of the models this thread guards now
+
+
 @contextlib.contextmanager
 def guard(model: nn.Module) -> Iterator[nn.Module]:
     """For the block: the model is this thread's alone (among fvis calls) and in eval
     mode; every module's ``training`` flag is restored on exit, also on error.
-    Re-entrant: nested calls in one thread share the outer guard."""
+    Re-entrant: a nested call in the thread that holds the guard does nothing (the outer
+    one restores), so a render step's several nested guards cost one."""
+    held = _HELD.__dict__.setdefault("models", set())
+    if id(model) in held:
+        yield model
+        return
     with _lock(model):
         modes = [(m, m.training) for m in model.modules()]
+        held.add(id(model))
         try:
             if any(t for _, t in modes):
                 model.eval()
             yield model
         finally:
+            held.discard(id(model))
             for m, t in modes:
-                m.training = t
+                if m.training != t:  # nn.Module.__setattr__ is slow; most flags are unchanged
+                    m.training = t
 
 
 _NCHW_ONLY: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
