@@ -35,19 +35,16 @@ class _RedirectedReLU(torch.autograd.Function):
         (neg,) = ctx.saved_tensors
         relu_grad = torch.where(neg, 0, grad)  # where keeps the layout (masked_fill does not)
         per_item = tuple(range(1, grad.dim())) or None  # None: the whole tensor is one item
-        dead = torch.linalg.vector_norm(relu_grad, dim=per_item) == 0  # all-zero items
+        # all-zero items: the max-norm is exact (the 2-norm's squares underflow to 0 for
+        # gradients below ~1e-19 in float32)
+        dead = torch.linalg.vector_norm(relu_grad, ord=float("inf"), dim=per_item) == 0
         if grad.device.type != "cpu" or per_item is None:
             # no branch on values: on an accelerator each would wait for the device
             return _everywhere(neg, grad, relu_grad, dead), None
         if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
             return relu_grad, None
-        items = dead.nonzero().squeeze(1)  # on the CPU: only the dead items' passes
+        items = dead.nonzero().squeeze(1)  # on the CPU: passes over the dead items only
         g, n = grad.index_select(0, items), neg.index_select(0, items)
-        # only items that receive a gradient: for the others (a branch their unit does
-        # not read) the redirected gradient is all zero too
-        items = items[torch.linalg.vector_norm(g, dim=per_item) > 0]
-        if len(items) < len(g):
-            g, n = grad.index_select(0, items), neg.index_select(0, items)
         return relu_grad.index_copy_(0, items, torch.where(n & (g > 0), 0, g)), None
 
 

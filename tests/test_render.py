@@ -288,3 +288,46 @@ def test_redirected_relu_on_an_accelerator_never_branches_on_values():
     assert dead.tolist() == [True, False, True, False, True, False]
     assert torch.equal(cpu, _everywhere(x < 0, grad, relu_grad, dead))
     assert torch.equal(cpu[0], torch.where(grad[0] > 0, 0, grad[0]))  # redirected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_redirected_relu_equals_the_rule_bit_for_bit(dtype):
+    """The CPU's indexed form against the rule written out: per item, the ReLU gradient
+    ``where(x < 0, 0, g)`` unless it is all zero, then ``where(x < 0 & g > 0, 0, g)``;
+    1- to 5-D, both layouts, items without gradient, tiny gradients (whose squares
+    underflow) and NaN. Signs of zero included."""
+
+    def rule(x, g):
+        relu = torch.where(x < 0, 0, g)
+        redirected = torch.where((x < 0) & (g > 0), 0, g)
+        if g.dim() < 2:
+            return redirected if not relu.ne(0).any() else relu
+        dead = ~relu.flatten(1).ne(0).any(1)
+        return torch.where(dead.view(-1, *[1] * (g.dim() - 1)), redirected, relu)
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(120):
+        shape = [(7,), (5, 3), (4, 3, 6), (6, 4, 3, 3), (3, 2, 2, 3, 2)][trial % 5]
+        x = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+        g = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+        if len(shape) > 1:
+            x[::2] = -x[::2].abs() - 0.1  # dead items
+            g[::3] = 0  # no gradient arrives
+            g[1::4] *= 1e-30 if dtype != torch.float64 else 1e-170  # tiny
+        if trial % 7 == 0:
+            g.view(-1)[0] = float("nan")
+        if trial % 5 == 0:
+            x = -x.abs() - 0.1
+        layouts = [x]
+        if x.dim() == 4:
+            layouts.append(x.contiguous(memory_format=torch.channels_last))
+        for t in layouts:
+            t = t.clone().requires_grad_(True)
+            with redirected_relu():
+                y = torch.relu(t * 1)
+            (got,) = torch.autograd.grad(y, t, g)
+            want = rule(x, g)
+            assert torch.equal(got.isnan(), want.isnan()), (trial, shape)
+            assert torch.equal(got.nan_to_num(7), want.nan_to_num(7)), (trial, shape)
+            real = ~want.isnan()  # (a NaN's sign is the harness's: t * 1 in bfloat16)
+            assert torch.equal(got.signbit()[real], want.signbit()[real]), (trial, shape)

@@ -360,3 +360,45 @@ def test_nested_guards_cost_one_and_the_outer_one_restores():
     t.join(5)
     assert entered == [[False] * 5]  # it ran after, in eval mode
     assert [m.training for m in net.modules()] == [True, True, True, False, False]
+
+
+def test_a_nested_guard_stays_locked_and_in_eval_whatever_the_outer_one_does():
+    """A guard held by a generator inside an outer guard still excludes other threads
+    after the outer one closes; a nested guard entered while code inside set the model
+    training runs in eval mode and gives the flags back."""
+    import threading
+
+    from torch import nn
+
+    from fvis import hooks
+
+    net = nn.Sequential(nn.Dropout()).eval()
+
+    def held():
+        with hooks.guard(net):
+            yield
+            yield
+
+    gen = held()
+    with hooks.guard(net):
+        next(gen)  # nested, inside the outer guard
+    entered = []
+
+    def other_thread():
+        with hooks.guard(net):
+            entered.append(1)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(0.2)
+    assert not entered  # the generator's guard still holds the model
+    gen.close()
+    t.join(5)
+    assert entered == [1]
+    net2 = nn.Sequential(nn.Dropout()).eval()
+    with hooks.guard(net2):
+        net2.train()
+        with hooks.guard(net2):
+            assert not net2.training and not net2[0].training
+        assert net2.training and net2[0].training  # given back to the code that set it
+    assert not net2.training  # the outer guard's snapshot

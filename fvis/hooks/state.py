@@ -51,28 +51,31 @@ def _lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
-_HELD = threading.local()  # .models: ids of the models this thread guards now
+_HELD = threading.local()  # .depth: {id(model): how many guards this thread has open}
 
 
 @contextlib.contextmanager
 def guard(model: nn.Module) -> Iterator[nn.Module]:
     """For the block: the model is this thread's alone (among fvis calls) and in eval
     mode; every module's ``training`` flag is restored on exit, also on error.
-    Re-entrant: a nested call in the thread that holds the guard does nothing (the outer
-    one restores), so a render step's several nested guards cost one."""
-    held = _HELD.__dict__.setdefault("models", set())
-    if id(model) in held:
-        yield model
-        return
+    Re-entrant: a nested call in the thread that holds the guard takes the lock again
+    (it stays protected if the outer one closes first) but snapshots and restores the
+    flags only if the model is training (code inside set it so) — so a render step's
+    nested guards cost about one."""
+    depth = _HELD.__dict__.setdefault("depth", {})
     with _lock(model):
-        modes = [(m, m.training) for m in model.modules()]
-        held.add(id(model))
+        key = id(model)
+        nested = depth.get(key, 0) > 0
+        modes = [] if nested and not model.training else [(m, m.training) for m in model.modules()]
         try:
+            depth[key] = depth.get(key, 0) + 1
             if any(t for _, t in modes):
                 model.eval()
             yield model
         finally:
-            held.discard(id(model))
+            depth[key] -= 1
+            if not depth[key]:
+                del depth[key]
             for m, t in modes:
                 if m.training != t:  # nn.Module.__setattr__ is slow; most flags are unchanged
                     m.training = t
