@@ -64,7 +64,10 @@ def _add_unit_args(p: argparse.ArgumentParser):
     unit.add_argument(
         "--unit",
         metavar="SPEC",
-        help="unit spec(s), space-separated: conv3[5], conv3[0-7], conv3[5]@(x,y) (neuron), "
+        nargs="+",
+        action="extend",
+        help="unit spec(s), space-separated or repeated: conv3[5], conv3[0-7], "
+        "conv3[5]@(x,y) (neuron), "
         "class[3], class[*], -conv3[5] (minimized; write --unit=-conv3[5]), conv3{3:1,7:-0.5} "
         "(direction), "
         "deepdream(conv3); layer1.0.relu:1[5] is channel 5 of a module's second call",
@@ -103,7 +106,7 @@ def _unit_specs(args) -> list[str]:
     if args.unit is not None:
         if args.channel is not None or args.neuron or args.deepdream:
             raise ValueError("--unit says everything; drop --channel/--neuron/--deepdream")
-        specs = args.unit.split()
+        specs = " ".join(args.unit).split()
         return [sign + s for s in specs] if sign else specs
     if args.class_ is not None:
         classes = "*" if args.class_ == "all" else args.class_
@@ -133,7 +136,7 @@ def render_recipe(args):
     from fvis.recipes import RenderRecipe
 
     if args.recipe:
-        return RenderRecipe.from_json(Path(args.recipe).read_text())
+        return RenderRecipe.from_json(Path(args.recipe).read_text(), source=args.recipe)
     check_int("--batch", args.batch)  # the recipe's repeat: named as the user typed it
     return RenderRecipe(
         units=tuple(_unit_specs(args)),

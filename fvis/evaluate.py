@@ -246,8 +246,12 @@ def _explained(model, x: torch.Tensor, labels):
     )
     target = out.argmax(1) if labels is None else torch.as_tensor(labels).long().view(-1)
     if (f0 <= 0).any():
+        bad = (f0 <= 0).nonzero().flatten().tolist()
+        which = ", ".join(f"{i} (f = {float(f0[i]):.3g})" for i in bad[:5])
         raise ValueError("pixel-flipping curves are shown relative to f(x): the explained "
-                         "logits must be positive; pick inputs the model classifies")  # fmt: skip
+                         f"logits must be positive, and input {which}"
+                         f"{' …' if len(bad) > 5 else ''} is not; leave out inputs the model "
+                         "does not classify")  # fmt: skip
     return f0, target
 
 
@@ -398,12 +402,22 @@ def _b64(im: Image.Image) -> str:
 # ---------------------------------------------------------------- command line
 
 
+def _positive(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the model's logit of each image's label is > 0 (images in [0, 1])."""
+    x = model_info(model).normalize(images.to(hooks.model_device(model)))
+    with hooks.guard(model), torch.no_grad():
+        out = torch.cat([model(c) for c in x.split(256)])
+    return out.gather(1, labels.to(out.device).long().view(-1, 1)).squeeze(1).cpu() > 0
+
+
 def load_inputs(
     model, n: int, dataset: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` evaluation images in [0, 1] and their labels: the bundled held-out digits
-    (classes interleaved) or the first ``n`` image files of ``dataset`` (sorted by name,
-    resized to the model's input; labels ``None`` = explain the predicted class)."""
+    """``n`` evaluation images in [0, 1] and their labels: the first ``n`` bundled held-out
+    digits (classes interleaved) whose true-class logit is positive (pixel flipping divides
+    by it: digit 402 of 1000 is left out on the bundled CNN) or the first ``n`` image files
+    of ``dataset`` (sorted by name, resized to the model's input; labels ``None`` = explain
+    the predicted class)."""
     info = model_info(model)
     if n < 1:
         raise ValueError(f"--images must be ≥ 1, not {n}")
@@ -413,7 +427,15 @@ def load_inputs(
         from fvis.data import mnist
 
         images, labels = mnist("test")
-        return images[:n], labels[:n]
+        if n > len(images):
+            raise ValueError(f"--images {n}: the bundled held-out digits are {len(images)}; "
+                             "ask for fewer or give --dataset FOLDER")  # fmt: skip
+        keep = _positive(model, images, labels).nonzero().flatten()[:n]
+        if len(keep) < n:
+            raise ValueError(f"--images {n}: only {len(keep)} held-out digits have a positive "
+                             "true-class logit, which pixel flipping divides by; "
+                             "ask for fewer")  # fmt: skip
+        return images[keep], labels[keep]
     from fvis.image import load_image
 
     folder = Path(dataset)

@@ -48,7 +48,8 @@ class BuildingBlocks:
     layer: str
     channels: list[int]
     channel_scores: torch.Tensor  # (k,) Σ over positions of gradient × activation
-    channel_maps: torch.Tensor  # (k, H, W) upsampled spatial attribution per channel
+    channel_maps: torch.Tensor | None  # (k, H, W) spatial attribution per channel, upsampled;
+    # None for a layer without positions (a Linear layer's neurons)
     visualizations: torch.Tensor  # (k, C, h, w) feature visualization per channel
 
     def tiles(self) -> list[tuple[str, Image.Image]]:
@@ -58,11 +59,12 @@ class BuildingBlocks:
             (f"input: {self.label} (p={self.probability:.3f})", to_pil(self.image)[0]),
             (self.method, heatmap.to_pil(heatmap.overlay(rgb_img, self.attribution[None]))),
         ]
-        for c, s, m, v in zip(
-            self.channels, self.channel_scores, self.channel_maps, self.visualizations
-        ):
+        maps = [None] * len(self.channels) if self.channel_maps is None else self.channel_maps
+        for c, s, m, v in zip(self.channels, self.channel_scores, maps, self.visualizations):
             tiles.append((f"{self.layer}:{c} ({s:+.3g})", to_pil(v)[0]))
-            tiles.append((f"where {c} counts", heatmap.to_pil(heatmap.overlay(rgb_img, m[None]))))
+            if m is not None:
+                overlay = heatmap.overlay(rgb_img, m[None])
+                tiles.append((f"where {c} counts", heatmap.to_pil(overlay)))
         return tiles
 
     def figure(self, size: int = 112) -> Image.Image:
@@ -153,7 +155,7 @@ def building_blocks(
         layer=layer,
         channels=channels,
         channel_scores=ranked.values[0].detach().cpu(),
-        channel_maps=maps.detach().cpu(),
+        channel_maps=None if maps is None else maps.detach().cpu(),
         visualizations=vis.images,
     )
 
@@ -179,8 +181,11 @@ def _input_attribution(model, method: str, x: torch.Tensor, k: int) -> torch.Ten
 def _channel_attribution(model, x: torch.Tensor, k: int, layer: str, top: int):
     """``(ranked, channels, maps)``: the ``top`` channels of ``layer`` by
     ``Σ_{y,x} A ⊙ ∂f_k/∂A`` (:func:`top_channels`), their indices, and their gradient ×
-    activation maps at the input's size (top, H, W)."""
+    activation maps at the input's size (top, H, W) — ``None`` for a layer without
+    positions (a vector: its neurons' scores are all there is)."""
     ranked = top_channels(model, x, k, layer, top)
     channels = ranked.indices[0].tolist()
     maps = LayerGradientXActivation(model).attribute(x, k, layer=layer)[0, channels]
+    if maps.dim() < 2:
+        return ranked, channels, None
     return ranked, channels, upsample(maps, x.shape[-2:]) if maps.dim() == 3 else maps

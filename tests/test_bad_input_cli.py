@@ -104,6 +104,20 @@ CASES = {
         RENDER + ["--class", "1", "--model", "{ckpt:self}"],
         ["not a checkpoint file"],
     ),  # fmt: skip
+    "--model a text file": (
+        RENDER + ["--class", "1", "--model", "{tmp}/t.png"],
+        ["t.png is not a torch file", "b'no'", "torch.save"],
+    ),  # fmt: skip
+    "--recipe not JSON": (RENDER + ["--recipe", "{tmp}/t.png"], ["t.png is not JSON", "line 1"]),
+    "--class cat": (RENDER + ["--class", "cat"], ["no class named 'cat'", "0, 1, 2"]),
+    "evaluate --images 5000": (
+        ["evaluate", "--images", "5000", "-o", "{tmp}/e"],
+        ["--images 5000", "1000"],
+    ),  # fmt: skip
+    "layers --model timm:notamodel": (
+        ["layers", "--model", "timm:qqqqqq", "--weights", "none"],
+        ["no model 'qqqqqq'", "timm.list_models()"],
+    ),  # fmt: skip
     "explain --top 0": (["explain", "--top", "0", "-o", "{tmp}/r.png"], ["top", "at least 1"]),
     "explain --digit 5000": (["explain", "--digit", "5000", "-o", "{tmp}/r.png"], ["0..999"]),
     "explain --target 12": (["explain", "--target", "12", "-o", "{tmp}/r.png"], ["0..9"]),

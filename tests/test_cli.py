@@ -36,6 +36,17 @@ def test_unit_options_and_unit_specs_build_the_same_recipe():
         assert render_recipe(parse(["render", f"--unit={spec}"])).units == (spec,)
 
 
+def test_several_units_space_separated_quoted_or_repeated():
+    parse = build_parser().parse_args
+    want = ("conv3[1]", "class[2]")
+    for flags in (
+        ["--unit", "conv3[1]", "class[2]"],
+        ["--unit", "conv3[1] class[2]"],
+        ["--unit", "conv3[1]", "--unit", "class[2]"],
+    ):
+        assert render_recipe(parse(["render", *flags, "-o", "x.png"])).units == want, flags
+
+
 def test_setting_options_default_to_the_recipe_and_take_its_types():
     """fvis render, explain and gallery declare their settings once (fvis.recipes.options):
     with no options each builds its recipe's defaults; values parse to the field's type."""

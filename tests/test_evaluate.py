@@ -82,3 +82,21 @@ def test_visualization_measures(mnist_model, mnist_digits):
         diversity(x)
     )
     assert torch.isfinite(torch.tensor(got["robustness"]))
+
+
+def test_default_inputs_leave_out_digits_with_a_non_positive_logit(mnist_model):
+    """Pixel flipping divides by the explained logit: held-out digit 402 has f(x) <= 0 on
+    the bundled CNN, so 403 inputs are digits 0..401 and 403; asked for directly, the
+    refusal names it."""
+    import torch
+
+    from fvis.data import mnist
+    from fvis.evaluate import _explained, load_inputs
+
+    images, labels = mnist("test")
+    x, y = load_inputs(mnist_model, 403)
+    assert torch.equal(x, images[list(range(402)) + [403]])
+    assert torch.equal(y, labels[list(range(402)) + [403]])
+    z = mnist_model.fvis_info.normalize(images[400:404])
+    with pytest.raises(ValueError, match=r"input 2 \(f = -"):
+        _explained(mnist_model, z, labels[400:404])

@@ -48,3 +48,15 @@ def test_explain_bad_input_is_one_line(tmp_path, capsys):
         assert main([*base, *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_building_blocks_of_a_vector_layer_have_no_maps(mnist_model):
+    """fc1 has neurons, not positions: their scores rank them, there is no map to draw."""
+    image = input_image(mnist_model, digit=3)
+    report = building_blocks(mnist_model, image, method="saliency", layer="fc1", top=3, steps=2)
+    assert report.channel_maps is None and len(report.channels) == 3
+    assert report.channel_scores.shape == (3,) and report.visualizations.shape[0] == 3
+    assert [c for c, _ in report.tiles()][2:] == [
+        f"fc1:{c} ({s:+.3g})" for c, s in zip(report.channels, report.channel_scores)
+    ]
+    assert report.figure().size[0] > 0

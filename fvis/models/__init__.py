@@ -155,7 +155,8 @@ def load_model(spec: str | nn.Module, *, weights="DEFAULT", device=None, **kwarg
                 + (
                     "recreate them with `python scripts/train_mnist.py` or reinstall fvis."
                     if weights == "DEFAULT"
-                    else "pass an existing file, weights='DEFAULT' or weights=None."
+                    else "pass an existing file, weights='DEFAULT' or weights=None "
+                    "(--weights PATH / default / none on the command line)."
                 )
             )
         load_weights(model, _state_dict(path), path)
@@ -213,9 +214,9 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
 
         names = torchvision.models.list_models(module=torchvision.models)
         near = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
-        raise ValueError(
-            f"torchvision has no model {name!r}. Nearest: {', '.join(near) or '-'}."
-        ) from None
+        lister = "torchvision.models.list_models() lists them"
+        hint = f"Nearest: {', '.join(near)}" if near else lister
+        raise ValueError(f"torchvision has no model {name!r}. {hint}.") from None
     size = 299 if name.startswith("inception") else 224
     meta = ModelInfo(
         input_size=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD, name=f"torchvision:{name}"
@@ -240,7 +241,8 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
             names = [n for n, member in enum.__members__.items() if member.name == n]
             raise ValueError(
                 f"torchvision:{name} has no weights {weights!r}; choose 'DEFAULT', None, "
-                f"a path, or one of: {', '.join(names)}."
+                f"a path, or one of: {', '.join(names)} (on the command line: --weights "
+                "default / none / PATH / NAME)."
             )
         weights = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
     w = weights
@@ -250,7 +252,8 @@ def _torchvision(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
             f"Weights {w} for torchvision:{name} are not on this machine: looked for {cached}. "
             f"This machine cannot download them. Copy the file from {w.url} to that path "
             f"(or set TORCH_HOME), or pass weights='/path/to/file.pth', or weights=None for "
-            f"a randomly initialised model."
+            f"a randomly initialised model (--weights PATH / --weights none on the command "
+            f"line)."
         )
     # Build as torchvision's builder would for these weights, but load the file ourselves,
     # weights_only (torchvision's loader unpickles anything).
@@ -318,6 +321,14 @@ def _looks_like_path(s: str) -> bool:
 
 def _read(path: str | os.PathLike) -> object:
     """``torch.load(path, weights_only=True)`` with a message for a file it cannot read."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+        raise ValueError(
+            f"{path} is not a torch file (it starts with {head!r}, not a zip archive or a "
+            "pickle). Write weights with torch.save(model.state_dict(), path) or "
+            "fvis.models.save(model, path, spec)."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # pickled modules and TorchScript are not loadable safely

@@ -32,7 +32,8 @@ def load(name: str, weights, **kwargs) -> tuple[nn.Module, ModelInfo]:
         import difflib
 
         near = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
-        raise ValueError(f"timm has no model {name!r}. Nearest: {', '.join(near) or '-'}.")
+        hint = f"Nearest: {', '.join(near)}" if near else "timm.list_models() lists them"
+        raise ValueError(f"timm has no model {name!r}. {hint}.")
     model = timm.create_model(name, pretrained=False, **kwargs)
     if weights is not None:
         path = cached_weights(name) if weights == "DEFAULT" else Path(weights)
@@ -104,7 +105,8 @@ def cached_weights(name: str) -> Path:
         f"Weights for timm:{name}{where} are not on this machine: looked in "
         f"{' and '.join(looked)}. This machine cannot download them. On one that can, run "
         f"`timm.create_model({name!r}, pretrained=True)` and copy its cache here, or pass "
-        "weights='/path/to/model.safetensors', or weights=None for a random init."
+        "weights='/path/to/model.safetensors', or weights=None for a random init "
+        "(--weights PATH / --weights none on the command line)."
     )
 
 

@@ -76,8 +76,18 @@ class Recipe:
         return json.dumps(self.to_dict(), sort_keys=True, indent=1)
 
     @classmethod
-    def from_json(cls, text: str):
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, source: str = "the recipe"):
+        """The recipe in JSON ``text``; ``source`` names it in the error for bad JSON."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{source} is not JSON ({e.msg} at line {e.lineno}, column {e.colno}); a "
+                f"recipe is what --save-recipe or the studio's recipe download writes"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} holds a JSON {type(data).__name__}, not a recipe object")
+        return cls.from_dict(data)
 
     def hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON of :meth:`to_dict`."""

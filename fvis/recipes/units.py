@@ -26,6 +26,7 @@ Several specs may be given in one string, separated by spaces.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -188,7 +189,8 @@ def _items(text: str, spec: str, kind: str, count: int | None, labels) -> list[i
             out.extend(range(a, b + 1))
         elif kind == "class" and not part.lstrip("-").isdigit():
             if labels is not None and part not in labels:
-                raise UnitError(f"unit {spec!r}: no class named {part!r} in the model's labels")
+                hint = _labels_hint(part, labels)
+                raise UnitError(f"unit {spec!r}: no class named {part!r}; {hint}")
             out.append(part)
         else:
             out.append(_int(part, what, spec))
@@ -289,3 +291,16 @@ def _diagnose(spec: str) -> str:
     if re.fullmatch(r"[\w.:]+", spec.lstrip("-")):
         return f"unit {spec!r} names a layer but no unit; {_HOW}"
     return f"cannot read unit {spec!r}; {_HOW}"
+
+
+def _labels_hint(name: str, labels) -> str:
+    """What to write instead of an unknown class name: every label of a short list, else
+    the nearest ones, else the index range."""
+    labels = [str(x) for x in labels]
+    if len(labels) <= 12:
+        return f"the labels are {', '.join(labels)}"
+    near = difflib.get_close_matches(name, labels, n=5, cutoff=0.5)
+    near = near or [x for x in labels if name.lower() in x.lower()][:5]
+    if near:
+        return f"nearest: {', '.join(near)}"
+    return f"give an index 0..{len(labels) - 1} or one of the model's {len(labels)} labels"
