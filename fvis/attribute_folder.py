@@ -6,7 +6,9 @@ every method, ``batch`` images per forward pass. Written to ``out``:
 
 * ``NAME_METHOD.png``: the heatmap over the image (each map by its own scale);
 * ``attributions.npz``: ``files`` (N,), ``targets`` (N,), ``probabilities`` (N,) and,
-  per method, its maps (N, H, W) float32 (channels summed) — the raw numbers.
+  per method, its maps (N, H, W) float32 (channels summed) — the raw numbers — and
+  ``skipped``: "NAME: why" for each file with an image suffix that is not a readable
+  image (left out; the others are still explained).
 
 >>> from pathlib import Path
 >>> Path("photos").mkdir(); fvis.image.to_pil(image)[0].save("photos/digit.png")
@@ -24,26 +26,19 @@ from torch import nn
 
 from fvis import heatmap
 from fvis.figures import compare
-from fvis.image import load_image
+from fvis.image import IMAGE_SUFFIXES, load_image
+from fvis.image import image_files as _listed
 from fvis.io import atomic_path, save_image
 from fvis.models.metadata import info as model_info
 from fvis.progress import Progress
 
 __all__ = ["IMAGE_SUFFIXES", "attribute_folder", "image_files", "main"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(
-            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of them"
-        )
+    """The image files directly in ``folder``, sorted by name (:func:`fvis.image.image_files`),
+    refused when two share a name: their outputs would collide."""
+    files = _listed(folder)
     stems = [p.stem for p in files]
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
@@ -73,11 +68,14 @@ def attribute_folder(
     c, h, w = info.input_size
     device = next(iter(model.parameters()), torch.empty(0)).device
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
-    targets, probs = [], []
+    targets, probs, done, skipped = [], [], [], []
     with Progress(len(files), "attribute", progress) as bar:
         for start in range(0, len(files), batch):
-            chunk = files[start : start + batch]
-            images = torch.cat([load_image(f, (h, w), channels=c) for f in chunk])
+            chunk, images = _readable(files[start : start + batch], (c, h, w), skipped)
+            bar.update(start + len(files[start : start + batch]))
+            if not chunk:
+                continue
+            done += chunk
             x = info.normalize(images.to(device))
             result = compare(model, x, methods, target=target, images=images, options=options)
             targets.append(result.targets)
@@ -88,9 +86,12 @@ def attribute_folder(
                 pictures = heatmap.to_pil(heatmap.overlay(images, m[:, None]))
                 for f, picture in zip(chunk, pictures):
                     save_image(picture, out / f"{f.stem}_{name}.png")
-            bar.update(start + len(chunk))
+    if not done:
+        raise ValueError(f"none of the {len(files)} image files in {folder} could be read: "
+                         f"{skipped[0]}")  # fmt: skip
     arrays = {
-        "files": np.array([f.name for f in files]),
+        "files": np.array([f.name for f in done]),
+        "skipped": np.array(skipped, dtype=str),
         "targets": torch.cat(targets).numpy(),
         "probabilities": torch.cat(probs).numpy(),
         **{name: torch.cat(m).float().numpy() for name, m in maps.items()},
@@ -99,6 +100,21 @@ def attribute_folder(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     return path
+
+
+def _readable(files: list[Path], size: tuple[int, int, int], skipped: list[str]):
+    """``(files, images)``: those of ``files`` that load as images (N, C, H, W) at
+    ``size``; the others are appended to ``skipped`` as "NAME: why"."""
+    c, h, w = size
+    ok, images = [], []
+    for f in files:
+        try:
+            images.append(load_image(f, (h, w), channels=c))
+        except ValueError as e:
+            skipped.append(f"{f.name}: {e}")
+            continue
+        ok.append(f)
+    return ok, torch.cat(images) if images else None
 
 
 def main(args) -> int:
@@ -123,6 +139,9 @@ def main(args) -> int:
         target=target,
         progress=not args.quiet,
     )
-    n = len(image_files(args.images))
+    with np.load(path) as saved:
+        n, skipped = len(saved["files"]), list(saved["skipped"])
     print(f"{n} image(s) × {len(methods)} method(s): heatmaps and {path.resolve()}")
+    for why in skipped:
+        print(f"skipped {why}")
     return 0

@@ -216,6 +216,10 @@ def evaluate(
     if not names:
         raise ValueError("give at least one attribution method")
     info = model_info(model)
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0 or hi > 1:  # already normalized: normalizing twice would explain other inputs
+        raise ValueError(f"evaluate takes images in [0, 1] and normalizes them itself; these "
+                         f"span [{lo:.3g}, {hi:.3g}]: pass them before normalization")  # fmt: skip
     x = info.normalize(images.detach())
     f0, target = _explained(model, x, labels)
     curves, cont, rand, scores = {}, {}, {}, {}
@@ -436,18 +440,9 @@ def load_inputs(
                              "true-class logit, which pixel flipping divides by; "
                              "ask for fewer")  # fmt: skip
         return images[keep], labels[keep]
-    from fvis.image import load_image
+    from fvis.image import image_files, load_image
 
-    folder = Path(dataset)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--dataset {dataset}: no such folder")
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-    )[:n]
-    if not files:
-        raise FileNotFoundError(f"--dataset {dataset}: no .png/.jpg/.jpeg/.bmp/.webp images in it")
+    files = image_files(dataset)[:n]
     size, ch = tuple(info.input_size[1:]), info.channels
     return torch.cat([load_image(str(p), size=size, channels=ch) for p in files]), None
 

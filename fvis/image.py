@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,3 +68,20 @@ def load_image(path, size: tuple[int, int] | None = None, channels: int = 3) -> 
     t = torch.from_numpy(arr)
     t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
     return t.unsqueeze(0).contiguous()
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix: :data:`IMAGE_SUFFIXES`), sorted
+    by name; refused when it is not a folder or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); point to a folder of them"
+        )
+    return files

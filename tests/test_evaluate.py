@@ -100,3 +100,12 @@ def test_default_inputs_leave_out_digits_with_a_non_positive_logit(mnist_model):
     z = mnist_model.fvis_info.normalize(images[400:404])
     with pytest.raises(ValueError, match=r"input 2 \(f = -"):
         _explained(mnist_model, z, labels[400:404])
+
+
+def test_normalized_images_are_refused(mnist_model, mnist_digits):
+    import pytest
+
+    images, labels = mnist_digits
+    x = mnist_model.fvis_info.normalize(images[:2])
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*before normalization"):
+        evaluate(mnist_model, "saliency", x, labels[:2])

@@ -103,6 +103,13 @@ def test_fvis_attribute_on_a_folder(tmp_path, mnist_model, mnist_digits):
     # one target for all, by label
     assert cli([*argv, "--method", "gradient", "--target", "7", "-o", str(out / "t"), "-q"]) == 0
     assert np.load(out / "t" / "attributions.npz")["targets"].tolist() == [7, 7, 7]
+    # a file that only looks like an image is left out and listed; the rest are explained
+    (folder / "d1b.png").write_text("not an image")
+    assert cli([*argv, "--method", "saliency", "-o", str(out / "s"), "-q"]) == 0
+    data = np.load(out / "s" / "attributions.npz")
+    assert list(data["files"]) == ["d0.png", "d1.png", "d2.png"]
+    assert [s.split(":")[0] for s in data["skipped"]] == ["d1b.png"]
+    np.testing.assert_allclose(data["saliency"], expected.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_fvis_attribute_errors(tmp_path, capsys):
