@@ -253,8 +253,9 @@ def cmd_explain(args) -> int:
         for g, sc in enumerate(report.scores):
             top = report.directions[g].topk(min(3, report.directions.shape[1])).indices.tolist()
             print(f"  group {g}: share {sc:+.4g}, strongest channels {top}")
-        print(f"class {report.label}; {report.layer} ≈ {recipe.groups} groups (relative error "
-              f"{report.error:.1%}); saved {path.resolve()}")  # fmt: skip
+        print(f"class {report.label}; {report.layer}'s activation A ≈ S·D with "
+              f"{recipe.groups} groups (non-negative factorization, ‖A − SD‖ / ‖A‖ = "
+              f"{report.error:.1%}: more groups fit closer); saved {path.resolve()}")  # fmt: skip
         return 0
     for c, s in zip(report.channels, report.channel_scores):
         print(f"  {report.layer}[{c}]  attribution {s:+.4g}")
@@ -476,7 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand, which names its own --help
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     return run_cli(f"fvis {args.command}", lambda: args.func(args), debug=debug)
 
 

@@ -217,6 +217,10 @@ def neuron(
     def fn(a):
         t = _channel_of(grid(a, layer), layer, n)
         if t.dim() == 1:
+            if x is not None or y is not None:
+                raise ValueError(f"layer {layer!r} has no positions (a vector of "
+                                 f"{a[layer].shape[-1]} units): write {layer}[{n}] "
+                                 "without @(x,y)")  # fmt: skip
             return t
         if t.dim() != 3:
             raise ValueError(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -133,3 +134,13 @@ def test_thresholds_are_saved_beside_the_output(tmp_path):
     assert main(["render", *FAST, "--unit", "class[1]", "--thresholds", "2", "-o", str(out)]) == 0
     assert (tmp_path / "t_step2.png").exists()
     assert torch.tensor(Image.open(out).size).min() >= 28
+
+
+def test_an_unknown_option_names_the_subcommand(capsys):
+    from fvis.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["render", "--model", "fvis:mnist", "--class", "1", "--threads", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fvis render: error: unrecognized arguments: --threads 2 (see fvis render --help)"

@@ -148,3 +148,13 @@ def test_every_objective_rises_on_the_bundled_model(name, mnist_model):
     assert r.history.shape == (12, batch)
     first, last = r.history[0].sum().item(), r.history[-1].sum().item()
     assert last > first, f"{objective.name}: {first} -> {last}"
+
+
+def test_a_neuron_position_on_a_vector_layer_is_refused(mnist_model):
+    """fc1 has units, no positions: ``fc1[5]`` (and ``@center``) is the unit itself, an
+    explicit position is refused rather than ignored."""
+    x = torch.rand(2, 1, 28, 28)
+    acts = hooks.capture(mnist_model, x, ["fc1"])
+    assert torch.equal(O.neuron("fc1", 5)(acts), acts["fc1"][:, 5])
+    with pytest.raises(ValueError, match=r"'fc1' has no positions.*fc1\[5\] without @"):
+        O.neuron("fc1", 5, x=1, y=2)(acts)
