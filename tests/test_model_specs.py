@@ -157,7 +157,8 @@ def test_hf_folder_gives_logits_and_config(hf_folders):
 
 def test_hf_resnet_without_processor_config(hf_folders):
     folder, hf = hf_folders["resnet"]
-    model = load_model(f"hf:{folder}")
+    with pytest.warns(UserWarning, match="no preprocessor_config.json.*unnormalized"):
+        model = load_model(f"hf:{folder}")
     meta = model.fvis_info
     assert not meta.fixed_size and meta.input_size == (3, 224, 224)
     assert meta.mean is None and meta.labels is None  # LABEL_0.. placeholders are no labels

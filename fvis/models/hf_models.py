@@ -13,6 +13,7 @@ size (ViT) is marked fixed-size.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -112,6 +113,13 @@ def info_from(model: nn.Module, name: str = "", folder: Path | None = None) -> M
     if folder is None and getattr(config, "_name_or_path", ""):
         folder = Path(config._name_or_path) if Path(config._name_or_path).is_dir() else None
     proc = _processor(folder)
+    if folder is not None and not proc:
+        warnings.warn(
+            f"{folder} has no preprocessor_config.json, so fvis feeds inputs unnormalized "
+            "(mean 0, std 1): copy the model's processor config there, or attach a "
+            "ModelInfo with its mean and std (fvis.models.attach)",
+            stacklevel=2,
+        )
     size = getattr(config, "image_size", None) or proc.get("size") or 224
     if isinstance(size, dict):  # the processor's {"height", "width"} or {"shortest_edge"}
         edge = size.get("shortest_edge")
