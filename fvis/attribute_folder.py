@@ -28,7 +28,7 @@ from fvis import heatmap
 from fvis.figures import compare
 from fvis.image import IMAGE_SUFFIXES, load_image
 from fvis.image import image_files as _listed
-from fvis.io import atomic_path, save_image
+from fvis.io import atomic_path, check_output_folder, save_image
 from fvis.models.metadata import info as model_info
 from fvis.progress import Progress
 
@@ -125,6 +125,7 @@ def main(args) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         get(m)  # unknown names fail before any work, with the nearest names
+    check_output_folder(args.output, "fvis attribute")
     model = load_model(args.model, args.weights, args.device)
     target = None
     if args.target is not None:

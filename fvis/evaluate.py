@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fvis import hooks
 from fvis.attribution import get as get_method
 from fvis.attribution.base import Attribution
-from fvis.io import atomic_write_bytes, atomic_write_text
+from fvis.io import atomic_write_bytes, atomic_write_text, check_output_folder
 from fvis.models.metadata import info as model_info
 from fvis.quality import (
     ORDERS,
@@ -451,6 +451,7 @@ def main(args) -> int:
     """``fvis evaluate`` (see ``fvis evaluate --help``)."""
     from fvis.models import default_device, load_model
 
+    check_output_folder(args.output, "fvis evaluate")
     weights = None if str(args.weights).lower() == "none" else args.weights
     model = load_model(args.model, weights=weights, device=args.device or default_device())
     images, labels = load_inputs(model, args.images, args.dataset)

@@ -93,6 +93,21 @@ def check_output(path: str | os.PathLike, suffixes=IMAGE_FORMATS) -> Path:
     return path
 
 
+def check_output_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as the folder ``what`` writes several files into, refused before any
+    work when it is an existing file or a new name that looks like a file's
+    (``out/x.png``: a folder of that name is surely not what was meant)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"-o {path} is a file; {what} writes a folder of files")
+    suffix = path.suffix.lower()
+    if not path.exists() and suffix in (*IMAGE_FORMATS, ".html", ".htm", ".md", ".json", ".npz"):
+        folder = path.with_suffix("")
+        raise ValueError(f"-o {path} looks like a file name; {what} writes several "
+                         f"files into a folder: give one such as {folder}")  # fmt: skip
+    return path
+
+
 def inside(root: str | os.PathLike, *parts: str) -> Path:
     """``root / parts...``, refused (``ValueError``) when it would leave ``root`` (``..``,
     an absolute part, a link out): names from models and users never escape a folder."""

@@ -151,6 +151,14 @@ CASES = {
         ["evaluate", "--methods", "nope", "-o", "{tmp}/e"],
         ["'nope'", "Nearest: none", "gradient"],
     ),
+    "evaluate -o e.png": (
+        ["evaluate", "-o", "{tmp}/e.png"],
+        ["e.png looks like a file name", "give one such as"],
+    ),  # fmt: skip
+    "attribute -o a file": (
+        ["attribute", "--images", "{tmp}", "-o", "{tmp}/t.png"],
+        ["t.png is a file", "folder of files"],
+    ),  # fmt: skip
     "evaluate --images 0": (["evaluate", "--images", "0", "-o", "{tmp}/e"], ["--images", "≥ 1"]),
     "attribute --images missing": (
         ["attribute", "--images", "{tmp}/none", "-o", "{tmp}/a"],
