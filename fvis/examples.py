@@ -15,9 +15,10 @@ summed over colour channels, (H, W) per input.
 (torch.Size([8]), torch.Size([8]), torch.Size([8, 28, 28]))
 
 Datasets: ``None`` (the bundled held-out MNIST digits), a tensor (N, C, H, W) in
-[0, 1], a folder of images in torchvision's ``ImageFolder`` layout (resized to the
-model's input), or any ``torch.utils.data.Dataset`` whose items are an image tensor
-in [0, 1] or a tuple starting with one.
+[0, 1], a folder of images in torchvision's ``ImageFolder`` layout (one subfolder
+per class) or a flat folder of images (both resized to the model's input), or any
+``torch.utils.data.Dataset`` whose items are an image tensor in [0, 1] or a tuple
+starting with one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,6 +56,22 @@ class Examples:
     bottom_images: torch.Tensor
     top_maps: torch.Tensor | None = None
     bottom_maps: torch.Tensor | None = None
+
+
+class _Files(torch.utils.data.Dataset):
+    """The images of a flat folder (:func:`fvis.image.image_files`), read at ``size``."""
+
+    def __init__(self, files, size: tuple[int, int, int]):
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from fvis.image import load_image
+
+        c, h, w = self.size
+        return load_image(self.files[i], (h, w), channels=c)[0]
 
 
 class _Tensors(torch.utils.data.Dataset):
@@ -86,6 +104,10 @@ def as_dataset(data, model: nn.Module) -> torch.utils.data.Dataset:
     if isinstance(data, str | os.PathLike):
         if not os.path.isdir(data):
             raise FileNotFoundError(f"dataset folder {data} does not exist (ImageFolder layout)")
+        if not any(p.is_dir() for p in Path(data).iterdir()):  # a flat folder of images
+            from fvis.image import image_files
+
+            return _Files(image_files(data), tuple(info.input_size))
         from torchvision import datasets
         from torchvision import transforms as TV
 

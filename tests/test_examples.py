@@ -63,6 +63,13 @@ def test_batching_and_dataset_kinds_agree(identity_net, tmp_path):
     from_folder = dataset_examples(identity_net, tmp_path, ["0[0]"], k=2, method=None)[0]
     assert torch.equal(from_folder.top_index, want.top_index)
     assert torch.allclose(from_folder.top_value, want.top_value, atol=1 / 255)
+    flat = tmp_path / "flat"  # the same PNGs in one folder, no class subfolders
+    flat.mkdir()
+    for png in sorted(tmp_path.glob("[ab]/*.png")):
+        (flat / png.name).write_bytes(png.read_bytes())
+    from_flat = dataset_examples(identity_net, flat, ["0[0]"], k=2, method=None)[0]
+    assert torch.equal(from_flat.top_index, want.top_index)
+    assert torch.equal(from_flat.top_value, from_folder.top_value)
 
 
 def test_maps_are_the_units_own_attribution(mnist_model, mnist_digits):

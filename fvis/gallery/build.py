@@ -68,7 +68,7 @@ class GalleryRecipe(Recipe):
         "examples": "fvis: 8 top and 8 bottom dataset examples",
         "rank": "Microscope: the maximum over positions (or 'mean')",
         "heatmap": "gradient × input of the unit's objective: cheap, zero on a black background",
-        "dataset": "the bundled held-out MNIST digits (or an ImageFolder path)",
+        "dataset": "the bundled held-out MNIST digits (or a folder of images)",
         "codespace": "none (generator:NAME adds a code-space image to class units)",
         "batch": "fvis: 16 units per optimization",
     }

@@ -67,7 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("dataset examples")
     e.add_argument("--examples", type=int, default=G.examples, help="top and bottom k (0: none)")
     e.add_argument(
-        "--dataset", default=None, help="an ImageFolder folder (default: held-out digits)"
+        "--dataset",
+        default=None,
+        help="a folder of images, flat or ImageFolder (default: held-out digits)",
     )
     e.add_argument(
         "--rank", choices=("max", "mean"), default=G.rank, help="default %(default)s (Microscope)"
