@@ -189,8 +189,12 @@ def cmd_render(args) -> int:
             x = fit(x, tuple(info.input_size[1:]))
         # segmentation: the mean probability over the pixels
         probs = probabilities(model, info.normalize(x)).cpu()
+    values = recipe.unit_values(model, result.images).cpu()
+    extra = recipe.tv or recipe.l1 or recipe.frequency or recipe.blur or recipe.diversity
     for i, u in enumerate(units):
-        line = f"  [{i}] {u}: objective {final[i]:.4g}"
+        line = f"  [{i}] {u} = {values[i]:.4g}"
+        if extra:  # what was maximized: on a transformed image, penalties subtracted
+            line += f" (optimized objective with penalties {final[i]:.4g})"
         if probs is not None and u.kind == "class":
             k = info.label_index(u.index)
             line += f", p(class {info.labels[k] if info.labels else k}) = {probs[i, k]:.4f}"

@@ -74,7 +74,8 @@ def test_cli_image_is_the_recipe_image(tmp_path, capsys):
     recipe = RenderRecipe.from_json(saved.read_text())
     assert recipe.units == ("conv3[2]", "-fc1[4]") and recipe.tv == 0.05 and recipe.steps == 3
     printed = capsys.readouterr().out
-    assert "[0] conv3[2]: objective" in printed and "[1] -fc1[4]: objective" in printed
+    assert "[0] conv3[2] = " in printed and "[1] -fc1[4] = " in printed
+    assert printed.count("(optimized objective with penalties ") == 2  # --tv 0.05
     assert f"recipe {recipe.hash()[:12]}" in printed
     import fvis
 

@@ -175,3 +175,22 @@ def test_diversity_groups_compare_items_within_their_group_only():
     assert torch.allclose(grouped[3:], O.diversity("l")({"l": a["l"][3:]}), atol=1e-6)
     with pytest.raises(ValueError, match="groups of 4 do not divide a batch of 6"):
         O.diversity("l", group=4)(a)
+
+
+def test_unit_values_are_the_units_own_values_on_the_final_images(mnist_model):
+    """What ``fvis render`` prints per unit: the class logit / channel mean on the image
+    as saved — not the optimized objective (a transformed image, penalties and the
+    diversity term subtracted)."""
+    import torch
+
+    from fvis import hooks
+    from fvis.recipes import RenderRecipe
+
+    recipe = RenderRecipe(units=("class[2]", "conv3[1]"), steps=3, tv=0.5, diversity=10.0)
+    result = recipe.run(mnist_model)
+    got = recipe.unit_values(mnist_model, result.images)
+    x = mnist_model.fvis_info.normalize(result.images)
+    acts = hooks.capture(mnist_model, x, ["conv3", hooks.OUTPUT])
+    want = torch.stack([acts.output[0, 2], acts["conv3"][1, 1].mean()])
+    torch.testing.assert_close(got, want)
+    assert (got - result.history[-1]).abs().min() > 1  # the penalties are not in it

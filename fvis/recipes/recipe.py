@@ -229,6 +229,23 @@ class RenderRecipe(Recipe):
             raise ValueError("render recipe: no units; say what to render, e.g. conv3[5]")
         return [u for u in units for _ in range(self.repeat)]
 
+    def unit_values(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """(B,): each item's own unit objective on ``images`` (B, C, H, W) in [0, 1] as
+        they are — no transforms, penalties or diversity term (what the optimized
+        objective adds); ``images`` are fitted to a fixed-size model's input."""
+        from fvis import hooks
+        from fvis import objectives as O
+        from fvis.models import info as model_info
+        from fvis.transforms import fit
+
+        info = model_info(model)
+        objective = O.one_per_item([u.objective(info.labels) for u in self.unit_list(model)])
+        x = images.to(hooks.model_device(model))
+        if info.fixed_size:
+            x = fit(x, tuple(info.input_size[1:]))
+        with torch.no_grad():
+            return objective(hooks.capture(model, info.normalize(x), list(objective.layers)))
+
     def objective(self, model: nn.Module):
         """One objective per batch item, with the penalties and diversity subtracted."""
         from fvis import objectives as O
