@@ -4,7 +4,8 @@ Each image is read, converted to the model's channels and resized to its input s
 normalized, and explained for its own predicted class (or one ``target`` for all) by
 every method, ``batch`` images per forward pass. Written to ``out``:
 
-* ``NAME_METHOD.png``: the heatmap over the image (each map by its own scale);
+* ``NAME_METHOD.png``: the heatmap over the image at the file's own size (the map,
+  computed at the model's input size, resized bilinearly; each by its own scale);
 * ``attributions.npz``: ``files`` (N,), ``targets`` (N,), ``probabilities`` (N,) and,
   per method, its maps (N, H, W) float32 (channels summed) — the raw numbers — and
   ``skipped``: "NAME: why" for each file with an image suffix that is not a readable
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from fvis import heatmap
+from fvis.attribution.base import upsample
 from fvis.figures import compare
 from fvis.image import IMAGE_SUFFIXES, load_image
 from fvis.image import image_files as _listed
@@ -81,10 +83,12 @@ def attribute_folder(
             targets.append(result.targets)
             p = result.probabilities
             probs.append(p if p is not None else torch.full((len(chunk),), float("nan")))
+            photos = [load_image(f, channels=c) for f in chunk]  # as the files are
             for name, m in result.maps.items():
                 maps[name].append(m)
-                pictures = heatmap.to_pil(heatmap.overlay(images, m[:, None]))
-                for f, picture in zip(chunk, pictures):
+                for f, photo, mj in zip(chunk, photos, m, strict=True):
+                    over = upsample(mj[None], photo.shape[-2:])[:, None]
+                    picture = heatmap.to_pil(heatmap.overlay(photo, over))[0]
                     save_image(picture, out / f"{f.stem}_{name}.png")
     if not done:
         raise ValueError(f"none of the {len(files)} image files in {folder} could be read: "

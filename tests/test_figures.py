@@ -119,3 +119,15 @@ def test_fvis_attribute_errors(tmp_path, capsys):
     assert "holds no images" in capsys.readouterr().err
     assert cli([*argv, "--images", str(tmp_path), "--method", "salency"]) == 2
     assert "Nearest: saliency" in capsys.readouterr().err
+
+
+def test_fvis_attribute_heatmaps_keep_each_file_s_size(tmp_path, mnist_digits):
+    """The model sees 28 × 28; the heatmap PNG is drawn over the file as it is (42 × 56)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img = Image.fromarray((mnist_digits[0][3, 0].numpy() * 255).round().astype(np.uint8))
+    img.resize((56, 42)).save(folder / "wide.png")
+    argv = ["attribute", "--model", "fvis:mnist", "--images", str(folder), "-q"]
+    assert cli([*argv, "--method", "saliency", "-o", str(tmp_path / "o")]) == 0
+    assert Image.open(tmp_path / "o" / "wide_saliency.png").size == (56, 42)
+    assert np.load(tmp_path / "o" / "attributions.npz")["saliency"].shape == (1, 28, 28)
