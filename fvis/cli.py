@@ -136,6 +136,19 @@ def render_recipe(args):
     from fvis.recipes import RenderRecipe
 
     if args.recipe:
+        from fvis.recipes.options import RENDER
+
+        default, given = RenderRecipe(), []
+        for k, spec in RENDER.items():
+            keywords = spec[1] if isinstance(spec, tuple) else {}
+            flag = keywords.get("flag", f"--{k.replace('_', '-')}")
+            if getattr(args, flag[2:].replace("-", "_")) != getattr(default, k):
+                given.append(flag)
+        given += [f"--{k.rstrip('_')}" for k in ("unit", "class_", "layer", "channel")
+                  if getattr(args, k) is not None]  # fmt: skip
+        if given:  # they would be ignored: the recipe holds every setting
+            raise ValueError(f"--recipe gives every setting; drop {', '.join(given)} or edit "
+                             f"the recipe file")  # fmt: skip
         return RenderRecipe.from_json(Path(args.recipe).read_text(), source=args.recipe)
     check_int("--batch", args.batch)  # the recipe's repeat: named as the user typed it
     return RenderRecipe(

@@ -108,7 +108,14 @@ CASES = {
         RENDER + ["--class", "1", "--model", "{tmp}/t.png"],
         ["t.png is not a torch file", "b'no'", "torch.save"],
     ),  # fmt: skip
-    "--recipe not JSON": (RENDER + ["--recipe", "{tmp}/t.png"], ["t.png is not JSON", "line 1"]),
+    "--recipe not JSON": (
+        ["render", "--model", "fvis:mnist", "-q", "--recipe", "{tmp}/t.png"],
+        ["t.png is not JSON", "line 1"],
+    ),  # fmt: skip
+    "--recipe with --steps": (
+        RENDER + ["--class", "1", "--recipe", "{tmp}/t.png"],
+        ["--recipe gives every setting; drop --steps, --class"],
+    ),  # fmt: skip
     "--class cat": (RENDER + ["--class", "cat"], ["no class named 'cat'", "0, 1, 2"]),
     "evaluate --images 5000": (
         ["evaluate", "--images", "5000", "-o", "{tmp}/e"],
