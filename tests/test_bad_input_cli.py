@@ -142,6 +142,10 @@ CASES = {
         ["gallery", "--layers", "conv1,../x", "-q", "-o", "{tmp}/g"],
         ["'../x'", "cannot name a gallery folder"],
     ),
+    "gallery --dataset missing": (
+        ["gallery", "--layers", "conv1", "--dataset", "{tmp}/none", "-q", "-o", "{tmp}/g"],
+        ["none does not exist"],
+    ),  # fmt: skip
     "gallery --shard 3/2": (
         ["gallery", "--layers", "conv1", "--shard", "3/2", "-q", "-o", "{tmp}/g"],
         ["--shard", "0 <= K < N", "'3/2'"],

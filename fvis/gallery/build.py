@@ -485,6 +485,10 @@ def build(
     spec, module = _load(model, weights, device)
     info = model_info(module)
     recipe = _for_dataset(recipe or GalleryRecipe(), dataset, info, log)
+    if dataset is not None and recipe.examples:
+        from fvis.examples import as_dataset
+
+        as_dataset(dataset, module)  # a bad folder is refused before any work
     model_record = _model_record(spec, module, info)
     env = environment(threads, task_device)
     key = gallery_key(recipe, model_record, env)
