@@ -103,7 +103,7 @@ def as_dataset(data, model: nn.Module) -> torch.utils.data.Dataset:
         return _Tensors(data)
     if isinstance(data, str | os.PathLike):
         if not os.path.isdir(data):
-            raise FileNotFoundError(f"dataset folder {data} does not exist (give a folder of images)")
+            raise FileNotFoundError(f"dataset folder {data} does not exist; give one of images")
         if not any(p.is_dir() for p in Path(data).iterdir()):  # a flat folder of images
             from fvis.image import image_files
 
