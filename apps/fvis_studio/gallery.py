@@ -6,7 +6,7 @@ A prebuilt gallery is found by the model's weights (:func:`fvis.recipes.fingerpr
 ``galleries.json`` of the folders in :data:`PREBUILT` (the committed gallery of the
 bundled model) and ``$FVIS_GALLERY``. Its ``KEY/manifest.json``
 (``fvis/gallery/manifest.schema.json``) lists every finished unit, its images
-(``LAYER/NNNN/*.png``), final objective values, dataset examples and render recipes.
+(``LAYER/NNNN/*.png``), the unit values of its final images, dataset examples and render recipes.
 The studio's folder holds ``LAYER/NNNN/*.png`` and ``LAYER/NNNN/unit.json``: the same
 unit entry, the recipes it names and the objective curve of its positive render.
 """

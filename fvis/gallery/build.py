@@ -201,7 +201,8 @@ def render_batch(
     start = time.perf_counter()
     out = _BatchOutput(layer, units)
     for name, r, groups in _renders(recipe, model, layer, units):
-        out.add_render(name, r, r.run(model, callback=callback), groups)
+        result = r.run(model, callback=callback)
+        out.add_render(name, r, result, groups, r.unit_values(model, result.images).tolist())
     if recipe.examples:
         out.add_examples(
             dataset_examples(
@@ -259,13 +260,14 @@ class _BatchOutput:
         """Unit ``i``'s folder in the gallery: ``LAYER/NNNN``."""
         return f"{layout.slug(self.layer)}/{self.units[i].index:04d}"
 
-    def add_render(self, name: str, r: RenderRecipe, result, groups: int) -> None:
+    def add_render(self, name: str, r: RenderRecipe, result, groups: int, values) -> None:
         """File the render ``r``'s ``result``: ``groups`` consecutive items per unit (one
-        image, or a strip of them), their final objective values, and for the positive
-        the objective per step (the curve the unit page plots)."""
+        image, or a strip of them), their ``values`` (each item's own unit objective on
+        its final image: :meth:`RenderRecipe.unit_values`), and for the positive the
+        optimized objective per step (the curve the unit page plots)."""
         h = r.hash()
         self.recipes[h] = r.to_dict()
-        final = result.history[-1].tolist()
+        final = values
         for i, rec in enumerate(self.per_unit):
             items = list(range(i * groups, (i + 1) * groups))
             rec["renders"][name] = {"recipe": h, "items": items}
