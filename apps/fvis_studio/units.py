@@ -96,7 +96,8 @@ def visualizations(ctx, rec) -> None:
     cols[0].image(picture(rec.images["positive"]), caption=f"maximized · {obj['positive']:.3g}")
     recipe, item = gallery.render_recipe(rec)
     if "negative" in rec.images:
-        cols[1].image(picture(rec.images["negative"]), caption=f"minimized · {obj['negative']:.3g}")
+        value = -obj["negative"]  # recorded as -unit's value: shown as the unit's
+        cols[1].image(picture(rec.images["negative"]), caption=f"minimized · {value:.3g}")
     if "diversity" in rec.images:
         with cols[2]:
             values = obj["diversity"]

@@ -149,19 +149,21 @@ def _unit_page(root, manifest, layer, u, prev, nxt, page) -> None:
     images = {k: v.split("/", 1)[1] for k, v in u["images"].items()}
     obj = u["objective"]
     spec = u["unit"]
-    parts = [_figure(images["positive"], f"maximized: objective {obj['positive']:.4g}")]
-    if "negative" in images:
-        caption = f"minimized: objective of -{spec} {obj['negative']:.4g}"
+    parts = [_figure(images["positive"], f"maximized: {spec} = {obj['positive']:.4g}")]
+    if "negative" in images:  # recorded as the value of -unit: shown as the unit's
+        caption = f"minimized: {spec} = {-obj['negative']:.4g}"
         parts.append(_figure(images["negative"], caption))
     if "codespace" in images:
         caption = f"in the generator's code space: {obj['codespace']:.4g}"
         parts.append(_figure(images["codespace"], caption))
     sections = [f"<section>{''.join(parts)}</section>"]
     if u.get("curve"):
-        sections.append(f"<h2>Objective while optimizing</h2>{_curve_svg(u['curve'])}")
+        curve = _curve_svg(u["curve"])
+        sections.append(f"<h2>Objective while optimizing</h2>{curve}<p>the optimized objective: "
+                        "on a randomly transformed image, penalties subtracted</p>")  # fmt: skip
     if "diversity" in images:
         values = ", ".join(f"{v:.3g}" for v in obj["diversity"])
-        caption = f"objective with the diversity term: {values}"
+        caption = f"{spec} on each: {values}"
         sections.append(f"<h2>Diversity</h2>{_figure(images['diversity'], caption, 'strip')}")
     if "examples" in u:
         for side, title in (
