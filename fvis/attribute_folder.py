@@ -28,7 +28,7 @@ from torch import nn
 from fvis import heatmap
 from fvis.attribution.base import upsample
 from fvis.figures import compare
-from fvis.image import IMAGE_SUFFIXES, load_image
+from fvis.image import IMAGE_SUFFIXES, image_tensor, open_image
 from fvis.image import image_files as _listed
 from fvis.io import atomic_path, check_output_folder, save_image
 from fvis.models.metadata import info as model_info
@@ -73,7 +73,7 @@ def attribute_folder(
     targets, probs, done, skipped = [], [], [], []
     with Progress(len(files), "attribute", progress) as bar:
         for start in range(0, len(files), batch):
-            chunk, images = _readable(files[start : start + batch], (c, h, w), skipped)
+            chunk, images, photos = _readable(files[start : start + batch], (c, h, w), skipped)
             bar.update(start + len(files[start : start + batch]))
             if not chunk:
                 continue
@@ -83,7 +83,6 @@ def attribute_folder(
             targets.append(result.targets)
             p = result.probabilities
             probs.append(p if p is not None else torch.full((len(chunk),), float("nan")))
-            photos = [load_image(f, channels=c) for f in chunk]  # as the files are
             for name, m in result.maps.items():
                 maps[name].append(m)
                 for f, photo, mj in zip(chunk, photos, m, strict=True):
@@ -107,18 +106,21 @@ def attribute_folder(
 
 
 def _readable(files: list[Path], size: tuple[int, int, int], skipped: list[str]):
-    """``(files, images)``: those of ``files`` that load as images (N, C, H, W) at
-    ``size``; the others are appended to ``skipped`` as "NAME: why"."""
+    """``(files, images, photos)``: those of ``files`` that are images, read once: at the
+    model's ``size`` (N, C, H, W) and as they are (a list of (1, C, h, w)); the others
+    are appended to ``skipped`` as "NAME: why"."""
     c, h, w = size
-    ok, images = [], []
+    ok, images, photos = [], [], []
     for f in files:
         try:
-            images.append(load_image(f, (h, w), channels=c))
+            img = open_image(f, c)
         except ValueError as e:
             skipped.append(f"{f.name}: {e}")
             continue
         ok.append(f)
-    return ok, torch.cat(images) if images else None
+        images.append(image_tensor(img, (h, w)))
+        photos.append(image_tensor(img))
+    return ok, torch.cat(images) if images else None, photos
 
 
 def main(args) -> int:

@@ -136,14 +136,12 @@ def render_recipe(args):
     from fvis.recipes import RenderRecipe
 
     if args.recipe:
-        from fvis.recipes.options import RENDER
+        from fvis.recipes.options import RENDER, flag
 
         default, given = RenderRecipe(), []
-        for k, spec in RENDER.items():
-            keywords = spec[1] if isinstance(spec, tuple) else {}
-            flag = keywords.get("flag", f"--{k.replace('_', '-')}")
-            if getattr(args, flag[2:].replace("-", "_")) != getattr(default, k):
-                given.append(flag)
+        for k in RENDER:  # argparse's dest: the flag with "_" for "-"
+            if getattr(args, flag(RENDER, k)[2:].replace("-", "_")) != getattr(default, k):
+                given.append(flag(RENDER, k))
         given += [f"--{k.rstrip('_')}" for k in ("unit", "class_", "layer", "channel")
                   if getattr(args, k) is not None]  # fmt: skip
         if given:  # they would be ignored: the recipe holds every setting
@@ -178,7 +176,7 @@ def cmd_render(args) -> int:
     from fvis.models import info as model_info
     from fvis.outputs import probabilities
     from fvis.recipes import save_render
-    from fvis.transforms import fit
+    from fvis.transforms import model_input
 
     check_output(args.output)  # before any work
     recipe = render_recipe(args)  # its settings checked before the model loads
@@ -197,11 +195,9 @@ def cmd_render(args) -> int:
     if any(u.kind == "class" for u in units):
         from fvis.hooks import model_device
 
-        x = result.images.to(model_device(model))
-        if info.fixed_size:  # as render fed it: fitted to the model's one size
-            x = fit(x, tuple(info.input_size[1:]))
-        # segmentation: the mean probability over the pixels
-        probs = probabilities(model, info.normalize(x)).cpu()
+        # as render fed it (fitted to a fixed-size model); segmentation: the mean over pixels
+        x = model_input(model, result.images.to(model_device(model)))
+        probs = probabilities(model, x).cpu()
     values = recipe.unit_values(model, result.images).cpu()
     extra = recipe.tv or recipe.l1 or recipe.frequency or recipe.blur or recipe.diversity
     for i, u in enumerate(units):

@@ -57,11 +57,21 @@ def grid(
 def load_image(path, size: tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
     """Read an image file as (1, C, H, W) in [0, 1], converted to ``channels`` (1 or 3)
     and resized to ``size`` (H, W) when given."""
+    return image_tensor(open_image(path, channels), size)
+
+
+def open_image(path, channels: int = 3) -> Image.Image:
+    """The image file at ``path`` as a PIL image with ``channels`` (1: "L", else "RGB");
+    ``ValueError`` naming the file when it is not an image PIL can read."""
     try:
-        img = Image.open(path)
-        img = img.convert("L" if channels == 1 else "RGB")
+        return Image.open(path).convert("L" if channels == 1 else "RGB")
     except (Image.UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as e:
         raise ValueError(f"{path} is not an image fvis can read ({e})") from None
+
+
+def image_tensor(img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A PIL image as (1, C, H, W) in [0, 1], resized (bilinear) to ``size`` (H, W) when
+    given."""
     if size is not None:
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0

@@ -139,6 +139,17 @@ def identity() -> Transform:
     return lambda x, g: x
 
 
+def model_input(model, images: torch.Tensor) -> torch.Tensor:
+    """``images`` (B, C, H, W) in [0, 1] as the model takes them: fitted to a fixed-size
+    model's one size (:func:`fit`), then normalized with its mean and std."""
+    from fvis.models.metadata import info as model_info
+
+    info = model_info(model)
+    if info.fixed_size:
+        images = fit(images, tuple(info.input_size[-2:]))
+    return info.normalize(images)
+
+
 def fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Centre-crop or pad (with 0.5 grey) to ``size`` (H, W): for models that only take
     one input size. The image scale is kept, so what the model sees matches the image."""

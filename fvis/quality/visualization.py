@@ -16,16 +16,8 @@ from fvis import hooks
 from fvis import transforms as T
 from fvis.attribution.base import Target, scores
 from fvis.attribution.baselines import generator as make_generator
-from fvis.models.metadata import info as model_info
 
 __all__ = ["diversity", "transfer", "transformation_robustness"]
-
-
-def _model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    info = model_info(model)
-    if info.fixed_size:
-        images = T.fit(images, info.input_size[-2:])
-    return info.normalize(images)
 
 
 def transformation_robustness(
@@ -52,10 +44,10 @@ def transformation_robustness(
         size = x.shape[-2:]
         moved = torch.cat([T.fit(m, size) for m in moved])
         b = x.shape[0]
-        inp = _model_input(model, x)
+        inp = T.model_input(model, x)
         tgt = Target(model, inp, objective)
         f0 = scores(model, inp, tgt.all())[0]
-        f = scores(model, _model_input(model, moved), tgt.rows(torch.arange(n * b) % b))[0]
+        f = scores(model, T.model_input(model, moved), tgt.rows(torch.arange(n * b) % b))[0]
     ratio = f.view(n, b).mean(0) / f0
     return torch.where(f0 > 0, ratio, torch.full_like(ratio, float("nan")))
 
@@ -76,7 +68,7 @@ def diversity(
         if layer is None:
             raise ValueError("diversity with a model needs the layer whose features to compare")
         with torch.no_grad():
-            a = hooks.capture(model, _model_input(model, x), [layer]).grid(layer)
+            a = hooks.capture(model, T.model_input(model, x), [layer]).grid(layer)
         a = a.reshape(a.shape[0], a.shape[1], -1)  # (B, C, positions), features first
         g = (a @ a.transpose(1, 2) / a.shape[2]).flatten(1)
     g = torch.nn.functional.normalize(g.double(), dim=1)
@@ -91,6 +83,6 @@ def transfer(model: nn.Module, images: torch.Tensor, classes) -> torch.Tensor:
     (an int or per-item classes): a visualization of a class that another classifier
     also recognizes shows the class, not one network's quirks."""
     with hooks.guard(model), torch.no_grad():  # eval mode, restored after
-        out = model(_model_input(model, images.detach()))
+        out = model(T.model_input(model, images.detach()))
     c = torch.as_tensor(classes, device=out.device).long().flatten().expand(out.shape[0])
     return out.softmax(1).gather(1, c[:, None]).squeeze(1)

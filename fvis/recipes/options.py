@@ -20,7 +20,7 @@ import dataclasses
 
 from fvis.param import KINDS
 
-__all__ = ["EXPLAIN", "RENDER", "add_options"]
+__all__ = ["EXPLAIN", "RENDER", "add_options", "flag"]
 
 # RenderRecipe's settings
 RENDER = {
@@ -66,6 +66,13 @@ EXPLAIN = {
 }
 
 
+def flag(table: dict, name: str) -> str:
+    """The command-line flag of setting ``name``: ``--name`` with ``-`` for ``_``, unless
+    its keywords in ``table`` name another."""
+    keywords = table[name][1] if isinstance(table[name], tuple) else {}
+    return keywords.get("flag", "--" + name.replace("_", "-"))
+
+
 def add_options(parser, recipe, table: dict, names) -> None:
     """Add the options of the settings ``names`` (in that order) to ``parser`` (a parser
     or an argument group), with their help from ``table`` and defaults from ``recipe``."""
@@ -73,9 +80,8 @@ def add_options(parser, recipe, table: dict, names) -> None:
     types = {f.name: getattr(f.type, "__name__", str(f.type)).split(" | ")[0] for f in fields}
     for name in names:
         text, keywords = table[name] if isinstance(table[name], tuple) else (table[name], {})
-        keywords = dict(keywords)
-        flag = keywords.pop("flag", "--" + name.replace("_", "-"))
+        keywords = {k: v for k, v in keywords.items() if k != "flag"}
         kind = {"int": int, "float": float}.get(types[name])
         if kind is not None:
             keywords["type"] = kind
-        parser.add_argument(flag, default=getattr(recipe, name), help=text, **keywords)
+        parser.add_argument(flag(table, name), default=getattr(recipe, name), help=text, **keywords)

@@ -236,15 +236,13 @@ class RenderRecipe(Recipe):
         from fvis import hooks
         from fvis import objectives as O
         from fvis.models import info as model_info
-        from fvis.transforms import fit
+        from fvis.transforms import model_input
 
-        info = model_info(model)
-        objective = O.one_per_item([u.objective(info.labels) for u in self.unit_list(model)])
-        x = images.to(hooks.model_device(model))
-        if info.fixed_size:
-            x = fit(x, tuple(info.input_size[1:]))
+        labels = model_info(model).labels
+        objective = O.one_per_item([u.objective(labels) for u in self.unit_list(model)])
+        x = model_input(model, images.to(hooks.model_device(model)))
         with torch.no_grad():
-            return objective(hooks.capture(model, info.normalize(x), list(objective.layers)))
+            return objective(hooks.capture(model, x, list(objective.layers)))
 
     def objective(self, model: nn.Module):
         """One objective per batch item, with the penalties and diversity subtracted."""
