@@ -286,7 +286,7 @@ def test_redirected_relu_on_an_accelerator_never_branches_on_values():
     relu_grad = torch.where(x < 0, 0, grad)
     dead = relu_grad.flatten(1).abs().sum(1) == 0
     assert dead.tolist() == [True, False, True, False, True, False]
-    assert torch.equal(cpu, _everywhere(x < 0, grad, relu_grad, dead))
+    assert torch.equal(cpu, _everywhere(~(x < 0), grad))
     assert torch.equal(cpu[0], torch.where(grad[0] > 0, 0, grad[0]))  # redirected
 
 
@@ -295,7 +295,7 @@ def test_redirected_relu_equals_the_rule_bit_for_bit(dtype):
     """The CPU's indexed form against the rule written out: per item, the ReLU gradient
     ``where(x < 0, 0, g)`` unless it is all zero, then ``where(x < 0 & g > 0, 0, g)``;
     1- to 5-D, both layouts, items without gradient, tiny gradients (whose squares
-    underflow) and NaN. Signs of zero included."""
+    underflow), NaN, and inputs of ±0 and NaN. Signs of zero included."""
 
     def rule(x, g):
         relu = torch.where(x < 0, 0, g)
@@ -316,6 +316,9 @@ def test_redirected_relu_equals_the_rule_bit_for_bit(dtype):
             g[1::4] *= 1e-30 if dtype != torch.float64 else 1e-170  # tiny
         if trial % 7 == 0:
             g.view(-1)[0] = float("nan")
+        x.view(-1)[1:3] = torch.tensor([0.0, -0.0])  # not < 0: the gradient passes
+        if trial % 11 == 0:
+            x.view(-1)[3] = float("nan")  # not < 0 either
         if trial % 5 == 0:
             x = -x.abs() - 0.1
         layouts = [x]
