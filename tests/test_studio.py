@@ -90,6 +90,8 @@ def test_opens_on_the_layer_list_and_a_grid_of_labelled_units(app):
     ]
     # every tile's picture comes from the committed gallery: nothing was rendered
     assert len(app.image) == 16 and app.session_state.job is None
+    # sent as PNG: Streamlit's default would send the enlarged pixels as a lossy JPEG
+    assert all(i.proto.imgs[0].url.endswith(".png") for i in app.image)
     assert "16 of 16 shown are in the gallery" in texts(app)
     button(app, "conv1[5]").click().run()
     assert "conv1[5] — unit 5 of conv1" in texts(app)

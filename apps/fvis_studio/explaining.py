@@ -14,7 +14,7 @@ from fvis.attribution.base import upsample
 from fvis.attribution.layer import LayerGradientXActivation, conv_layer, top_channels
 from fvis.recipes import ExplainRecipe
 from fvis_studio import state
-from fvis_studio.tiles import downloads, picture
+from fvis_studio.tiles import downloads, image
 from fvis_studio.uploads import UploadError, read_image
 
 
@@ -82,10 +82,8 @@ def show(ctx) -> None:
     base = img[0] if img.shape[1] == 3 else img[0].expand(3, -1, -1)
     over = heatmap.overlay(base, attr.detach().cpu())
     c = st.columns([1, 1, 4])
-    c[0].image(picture(img[0]), caption="input")
-    c[1].image(
-        picture(over[0] if over.dim() == 4 else over), caption=f"{method} for {ctx.labels[target]}"
-    )
+    image(img[0], "input", c[0])
+    image(over[0] if over.dim() == 4 else over, f"{method} for {ctx.labels[target]}", c[1])
     with c[0]:
         recipe = ExplainRecipe(method=method, layer=layer, target=target, top=int(top))
         downloads(over[0] if over.dim() == 4 else over, recipe.to_json(), "explanation", "e-dl")
@@ -112,9 +110,9 @@ def blocks(ctx, x, base, target: int, layer: str, top: int) -> None:
         with col:
             thumb = ctx.gallery.thumbnail(u)
             if thumb is not None:
-                st.image(picture(thumb), caption=f"{u} ({s:+.3g})")
+                image(thumb, f"{u} ({s:+.3g})")
             else:
                 st.caption(f"{u} ({s:+.3g}), not rendered yet")
-            st.image(picture(heatmap.overlay(base, m[None])), caption="where it counted")
+            image(heatmap.overlay(base, m[None]), "where it counted")
             st.button(str(u), key=f"e-open-{c}", on_click=state.open_unit, args=(u,),
                       type="tertiary", help="open its page")  # fmt: skip

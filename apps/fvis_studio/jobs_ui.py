@@ -13,7 +13,7 @@ import streamlit as st
 from fvis.image import grid
 from fvis_studio import history
 from fvis_studio.jobs import Job
-from fvis_studio.tiles import TILE_PX
+from fvis_studio.tiles import TILE_PX, image
 
 POLL_S = 0.3  # how often the page redraws a running job (each redraw sends one PNG)
 FIRST_WAIT_S = 0.8  # the run that starts a job waits this long for its first image
@@ -45,7 +45,7 @@ def progress() -> None:
     if job.preview is not None:
         names = job.info.get("names") or []
         what = " ".join(names) if len(names) == len(job.preview) else f"{len(job.preview)} images"
-        st.image(preview(job.preview), caption=f"step {job.preview_step}: {what}")
+        image(preview(job.preview), f"step {job.preview_step}: {what}")
     if job.curve:
         st.line_chart(job.curve, height=160, x_label="step", y_label="mean objective")
 

@@ -24,9 +24,16 @@ def picture(img) -> Image.Image:
     return img.resize((img.width * s, img.height * s), Image.NEAREST) if s > 1 else img
 
 
+def image(img, caption: str | None = None, where=None) -> None:
+    """``img`` (as :func:`picture` takes it) shown in ``where`` (a column; default the
+    page) as a PNG: Streamlit's default sends an RGB picture as a JPEG, whose artifacts
+    blur the enlarged pixels."""
+    (where or st).image(picture(img), caption=caption, output_format="PNG")
+
+
 def tile(img, caption: str, unit: state.Unit | None, key: str) -> None:
     """The image with its caption and, for a unit, a button opening its page."""
-    st.image(picture(img), caption=caption)
+    image(img, caption)
     if unit is not None:
         st.button(
             str(unit), key=f"open-{key}", on_click=state.open_unit, args=(unit,),

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fvis.hooks import OUTPUT
 from fvis_studio import gallery, jobs_ui, models, state, work
-from fvis_studio.tiles import downloads, grid, picture
+from fvis_studio.tiles import downloads, grid, image
 
 PAGE = 64  # tiles per grid page
 
@@ -48,7 +48,7 @@ def unit_grid(ctx, layer: str) -> None:
             with col:
                 thumb = ctx.gallery.thumbnail(u)
                 if thumb is not None:
-                    st.image(picture(thumb))
+                    image(thumb)
                 else:
                     st.caption("not rendered yet")
                 st.button(str(u), key=f"g-{u}", on_click=state.open_unit, args=(u,),
@@ -93,11 +93,11 @@ def render_on_demand(ctx, unit: state.Unit) -> None:
 def visualizations(ctx, rec) -> None:
     obj = rec.objective
     cols = st.columns([1, 1, 4])
-    cols[0].image(picture(rec.images["positive"]), caption=f"maximized · {obj['positive']:.3g}")
+    image(rec.images["positive"], f"maximized · {obj['positive']:.3g}", cols[0])
     recipe, item = gallery.render_recipe(rec)
     if "negative" in rec.images:
         value = -obj["negative"]  # recorded as -unit's value: shown as the unit's
-        cols[1].image(picture(rec.images["negative"]), caption=f"minimized · {value:.3g}")
+        image(rec.images["negative"], f"minimized · {value:.3g}", cols[1])
     if "diversity" in rec.images:
         with cols[2]:
             values = obj["diversity"]
@@ -107,7 +107,7 @@ def visualizations(ctx, rec) -> None:
             ]
             grid(items, len(values), "u-div")
     if "codespace" in rec.images:
-        st.image(picture(rec.images["codespace"]), caption=f"code space · {obj['codespace']:.3g}")
+        image(rec.images["codespace"], f"code space · {obj['codespace']:.3g}")
     with st.columns([1, 2])[0]:
         downloads(Image.open(rec.images["positive"]), recipe.to_json(), str(rec.unit), "u-pos")
     if rec.curve:
@@ -142,8 +142,8 @@ def dataset_examples(ctx, unit: state.Unit, rec) -> None:
         st.caption(f"{title} ({rank} over positions; below each, where it fires)")
         cols = st.columns(len(rows))
         for col, (img, heat, j, value) in zip(cols, rows):
-            col.image(picture(img), caption=f"#{j}: {value:.3g}")
-            col.image(picture(heat))
+            image(img, f"#{j}: {value:.3g}", col)
+            image(heat, where=col)
 
 
 def show(ctx) -> None:
