@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--diversity-weight",
         type=float,
         default=G.diversity_weight,
-        help="default %(default)s (Lucid)",
+        help="added to the unit's value, so in its scale: default %(default)s (Lucid's, for "
+        "InceptionV1); lower it where units reach tens, not hundreds",
     )
     r.add_argument("--no-negative", action="store_true", help="skip the minimized images")
     r.add_argument(
