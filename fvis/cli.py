@@ -222,10 +222,9 @@ def cmd_layers(args) -> int:
     print(f"{'layer'.ljust(width)}  {'type'.ljust(18)}  features  grid     layout           shape")
     for r in rows:
         grid = "×".join(map(str, r.grid)) or "-"
-        layout = str(r.layout) if len(r.shape) > 1 else "vector"
         print(
             f"{r.name.ljust(width)}  {r.type.ljust(18)}  {r.features:8d}  {grid:7s}  "
-            f"{layout:15s}  {'×'.join(map(str, r.shape))}"
+            f"{r.layout_name:15s}  {'×'.join(map(str, r.shape))}"
         )
     return 0
 

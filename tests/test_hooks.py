@@ -22,6 +22,9 @@ def test_layers_lists_names_shapes_and_channels(mnist_model):
     assert rows["fc1"].shape == (128,) and rows["fc1"].channels == 128
     assert rows["output"].shape == (10,)
     assert list(rows)[0] == "input" and list(rows)[-1] == "output"
+    # the API says what the CLI's table says: a flat layer is a vector, not NCHW
+    assert rows["fc1"].layout_name == "vector" and "layout='vector'" in repr(rows["fc1"])
+    assert rows["conv2"].layout_name == "NCHW" and "layout='NCHW'" in repr(rows["conv2"])
 
 
 def test_unknown_layer_lists_nearest_names(mnist_model):

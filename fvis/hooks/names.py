@@ -78,10 +78,15 @@ class LayerInfo:
         """The positions a neuron can sit at: ``(H, W)``, the token grid, or ``()``."""
         return self.layout.spatial(self.shape)
 
+    @property
+    def layout_name(self) -> str:
+        """``str(layout)``, or ``vector`` for a flat (features,) activation."""
+        return str(self.layout) if len(self.shape) > 1 else "vector"
+
     def __repr__(self) -> str:
         return (
             f"LayerInfo(name={self.name!r}, type={self.type!r}, shape={self.shape}, "
-            f"layout={str(self.layout)!r}, features={self.features}, grid={self.grid})"
+            f"layout={self.layout_name!r}, features={self.features}, grid={self.grid})"
         )
 
 
