@@ -266,3 +266,28 @@ def test_committed_gallery_is_complete_and_valid():
         assert all((root / rel).is_file() for rel in u["images"].values()), u["unit"]
         assert (root / u["images"]["positive"].rsplit("/", 1)[0]).with_suffix(".html").is_file()
     assert "codespace" in manifest["units"][-1]["images"]
+
+
+def test_a_flat_folder_dataset_is_read_once_and_gives_the_examples(tmp_path, monkeypatch):
+    """``--dataset`` a folder of digit PNGs: the examples index its files (sorted), and a
+    local build lists the folder once for all its batches (each batch listed it again)."""
+    import fvis.image
+    from fvis.data import mnist
+
+    images = mnist("test")[0][:5]
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray((img[0] * 255).round().byte().numpy()).save(folder / f"{i}.png")
+    scans = []
+    listing = fvis.image.image_files
+    monkeypatch.setattr(fvis.image, "image_files", lambda d: scans.append(d) or listing(d))
+    args = [a for a in ARGS if a != "conv1,output"]
+    args[args.index("--layers") + 1 :] = ["conv1", *args[args.index("--layers") + 1 :]]
+    assert main(["gallery", *args, "--dataset", str(folder), "-o", str(tmp_path / "g")]) == 0
+    assert scans == [str(folder)]  # 3 units in 2 batches
+    (manifest,) = [json.loads(p.read_text()) for p in (tmp_path / "g").glob("*/manifest.json")]
+    assert manifest["recipe"]["dataset"] == str(folder)
+    for u in manifest["units"]:
+        top = u["examples"]["top"]
+        assert len(top) == 2 and all(0 <= e["index"] < 5 for e in top)

@@ -490,7 +490,8 @@ def build(
     if dataset is not None and recipe.examples:
         from fvis.examples import as_dataset
 
-        as_dataset(dataset, module)  # a bad folder is refused before any work
+        built = as_dataset(dataset, module)  # a bad folder is refused before any work
+        dataset = dataset if ray else built  # local batches share it; Ray tasks build their own
     model_record = _model_record(spec, module, info)
     env = environment(threads, task_device)
     key = gallery_key(recipe, model_record, env)
