@@ -14,8 +14,10 @@ Below each model, ``network alone`` is the ceiling batching can reach on this ma
 the same model without fvis (plain torch, a forward hook that stops at the layer), one
 forward and input-gradient backward of random images at the size the transforms give
 (``size`` + 16 px), B items per call, as "steps" per second; its ratio is how well the
-network itself batches here. fvis's batched step cannot beat it by more than the fixed
-cost per step (parameterization, transforms, optimizer, Python) that B = 1 pays alone.
+network itself batches here. It leaves out what a render adds to each step: the
+parameterization, transforms, normalization, Adam and Python (a fixed cost that B = 1
+pays alone), and the redirected ReLU (with the default 16 steps, every step uses it; its
+cost grows with B).
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ from fvis import hooks
 REDIRECTED_RELU_STEPS = 16
 
 
+# dtypes whose NaNs threshold_backward passes bit for bit on the CPU (it computes
+# bfloat16 and float16 in float32 and writes every bfloat16 NaN back as 0xffff)
+_EXACT = (torch.float32, torch.float64)
+
+
 class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, inplace):
@@ -33,8 +38,11 @@ class _RedirectedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (passes,) = ctx.saved_tensors
-        if grad.device.type != "cpu" or grad.dim() < 2:
-            # no branch on values: on an accelerator each would wait for the device
+        if grad.numel() == 0:
+            return grad.clone(), None
+        if grad.device.type != "cpu" or grad.dim() < 2 or grad.dtype not in _EXACT:
+            # the branch-free form: on an accelerator (a branch on values waits for the
+            # device), for a single item, and where threshold_backward is not exact
             return _everywhere(passes, grad), None
         # where(x < 0, 0, g), bit for bit, in a vectorized kernel: torch.where's CPU kernel
         # is not vectorized (~10x slower on the large activations of a render's first steps)
