@@ -165,7 +165,9 @@ def plan(units: dict[str, list[Unit]], batch: int) -> list[tuple[str, int, list[
 
 @dataclass
 class Job:
-    """Everything a worker needs to render batches (picklable, for Ray)."""
+    """Everything a worker needs to render batches. ``dataset``: for Ray, what the user
+    gave (a path or a picklable dataset; each task builds its own); for a local build,
+    the dataset already built, shared by its batches (it need not pickle)."""
 
     recipe: GalleryRecipe
     threads: int
