@@ -6,17 +6,16 @@ time per unit at batch 1: below 1 is faster)."""
 from __future__ import annotations
 
 from benchmarks.common import row
-from benchmarks.gallery_speed import BATCHES, cases, units_per_second
+from benchmarks.gallery_speed import BATCHES, cases, rates
 
 
 def run(smoke: bool = False, device="cpu") -> list[dict]:
     steps, batches = (2, (1, 4)) if smoke else (16, BATCHES)
     rows = []
     for name, model, layer, size in cases(device, smoke):
-        one = None
-        for b in batches:
-            ups = units_per_second(model, layer, b, steps, size, 1 if smoke else 3)
-            one = one or ups
+        speeds = rates(model, layer, steps, size, 1 if smoke else 3, batches=batches)
+        one = speeds[0]
+        for b, ups in zip(batches, speeds):
             timing = dict(ratio=one / ups, units_per_s=ups, pairs=1)
             rows.append(row("gallery", f"{name} {layer}, batch {b}, {steps} steps", "batch 1",
                             timing, f"{ups:.3g} units/s (same recipe)"))  # fmt: skip

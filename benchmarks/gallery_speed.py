@@ -37,12 +37,6 @@ from fvis.recipes import RenderRecipe  # noqa: E402
 BATCHES = (1, 4, 16, 64)
 
 
-def units_per_second(model, layer: str, batch: int, steps: int, size, repeats: int) -> float:
-    """Best of ``repeats``: ``batch`` units / seconds for one render of them all."""
-    run = render_run(model, layer, batch, steps, size)
-    return batch / min(timed(run) for _ in range(repeats))
-
-
 def render_run(model, layer: str, batch: int, steps: int, size):
     """A warmed-up callable rendering channels 0..batch-1 of ``layer`` in one batch."""
     recipe = RenderRecipe(
@@ -98,15 +92,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def rates(model, layer, steps, size, repeats, make) -> list[float]:
-    """Units per second for each of :data:`BATCHES`, best of ``repeats`` rounds that each
-    time every batch size once, in turn."""
-    runs = [make(model, layer, b, steps, size) for b in BATCHES]
-    best = [float("inf")] * len(BATCHES)
+def rates(model, layer, steps, size, repeats, make=None, batches=BATCHES) -> list[float]:
+    """Units per second for each of ``batches``, best of ``repeats`` rounds that each
+    time every batch size once, in turn; ``make``: :func:`render_run` (default) or
+    :func:`network_run`."""
+    runs = [(make or render_run)(model, layer, b, steps, size) for b in batches]
+    best = [float("inf")] * len(batches)
     for _ in range(repeats):
         for i, run in enumerate(runs):
             best[i] = min(best[i], timed(run))
-    return [b / t for b, t in zip(BATCHES, best)]
+    return [b / t for b, t in zip(batches, best)]
 
 
 def cases(device="cpu", smoke: bool = False) -> list[tuple]:

@@ -47,14 +47,21 @@ class _RedirectedReLU(torch.autograd.Function):
         # where(x < 0, 0, g), bit for bit, in a vectorized kernel: torch.where's CPU kernel
         # is not vectorized (~10x slower on the large activations of a render's first steps)
         relu_grad = torch.ops.aten.threshold_backward(grad, passes.view(torch.uint8), 0)
-        per_item = tuple(range(1, grad.dim()))
-        # all-zero items (exact: no norm whose squares underflow; NaN counts as non-zero)
-        dead = (relu_grad.amax(per_item) == 0) & (relu_grad.amin(per_item) == 0)
+        dead = _all_zero(relu_grad)
         if not dead.any():  # the common case: the ordinary ReLU gradient, one pass
             return relu_grad, None
         items = dead.nonzero().squeeze(1)  # passes over the dead items only
         g, p = grad.index_select(0, items), passes.index_select(0, items)
         return relu_grad.index_copy_(0, items, _redirected(p, g)), None
+
+
+def _all_zero(t):
+    """(B,): whether each item of ``t`` is all zero; for a 0-/1-D ``t`` (one item), one
+    bool. Exact (no norm whose squares underflow); NaN counts as non-zero."""
+    per_item = tuple(range(1, t.dim()))
+    if not per_item:
+        return (t.amax() == 0) & (t.amin() == 0)
+    return (t.amax(per_item) == 0) & (t.amin(per_item) == 0)
 
 
 def _redirected(passes, grad):
@@ -66,8 +73,7 @@ def _everywhere(passes, grad):
     """The rule with no branch on values: the redirected gradient of every item, kept
     where the item's ReLU gradient is all zero (a 0-/1-D tensor is one item)."""
     relu_grad = torch.where(passes, grad, 0)
-    per_item = tuple(range(1, grad.dim())) or None
-    dead = torch.linalg.vector_norm(relu_grad, ord=float("inf"), dim=per_item) == 0
+    dead = _all_zero(relu_grad)
     dead = dead.view(-1, *([1] * (grad.dim() - 1))) if dead.dim() else dead
     return torch.where(dead, _redirected(passes, grad), relu_grad)
 
